@@ -1,0 +1,1 @@
+"""Training, evaluation, calibration and export of HAM10000 classifiers."""
