@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,9 @@ def load_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.I
                              "JPEG, PNG, WebP, GIF, TIFF, BMP.") from None
         except Image.DecompressionBombError:
             raise _too_large() from None
+        except (OSError, ValueError, EOFError, SyntaxError, struct.error) as exc:
+            # A damaged header or metadata block (truncated EXIF, oversized PNG text chunk, bad WebP).
+            raise _corrupt(exc) from None
         if image.format not in ACCEPTED_FORMATS:
             raise ImageError(f"{image.format} images are not accepted. Accepted formats: "
                              "JPEG, PNG, WebP, GIF, TIFF, BMP.")
@@ -54,10 +58,14 @@ def load_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.I
         image = ImageOps.exif_transpose(image)
     except Image.DecompressionBombError:
         raise _too_large() from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("The image file is truncated or corrupt and cannot be decoded "
-                         f"({exc.__class__.__name__}).") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise _corrupt(exc) from None
     return _to_rgb(image)
+
+
+def _corrupt(exc: Exception) -> ImageError:
+    return ImageError("The image file is truncated or corrupt and cannot be decoded "
+                      f"({exc.__class__.__name__}).")
 
 
 def _too_large() -> ImageError:

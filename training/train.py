@@ -30,7 +30,7 @@ from model.preprocess import DataConfig
 
 from . import augment
 from .data import decode_all, grouped_split, load_records, read_split, write_split
-from .export import export_checkpoint, update_config
+from .export import export_checkpoint
 from .metrics import classification_metrics
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +77,8 @@ torch.manual_seed(args.seed)
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 log = print if main_process else (lambda *a, **k: None)
+if main_process:  # the model card and `training.finalize` read these back
+    (out / "train_args.json").write_text(json.dumps(vars(args), indent=1))
 
 # ---- data: validated records, the lesion-grouped split, images decoded once --------------------------
 records = load_records(args.data_dir)
@@ -279,26 +281,7 @@ for phase_index in range(state["phase"], len(phases)):
 
 # ---- calibration and evaluation of the exported best checkpoint, through the app's predictor ---------
 if main_process:
-    from .evaluate import evaluate_records, write_card
-    from .metrics import fit_temperature
-    from model.inference import Classifier
-    from model.checkpoint import resolve
-
-    classifier = Classifier(resolve(out), device=str(device))
-    val_logits = classifier.logits([r.path for r in parts["val"]])
-    temperature = fit_temperature(val_logits, val_y)
-    update_config(out, temperature=temperature)
-    classifier = Classifier(resolve(out), device=str(device))
-    results = {"temperature": temperature,
-               "ece_val_before": classification_metrics(val_y, softmax(val_logits),
-                                                        labels, n_boot=0)["ece"]}
-    for part in ("val", "test"):
-        results[part] = evaluate_records(classifier, parts[part], n_boot=args.bootstrap)
-        log(f"{part}: balanced accuracy {results[part]['balanced_accuracy']:.4f} "
-            f"{results[part]['ci95']['balanced_accuracy']}, macro AUC {results[part]['macro_auc']:.4f}, "
-            f"ECE {results[part]['ece']:.4f}")
-    (out / "evaluation.json").write_text(json.dumps(results, indent=2))
-    write_card(out, results, vars(args), arch, {k: len(v) for k, v in parts.items()})
-    log(f"exported to {out}")
+    from .finalize import finalize
+    finalize(out, parts, vars(args), device=str(device), n_boot=args.bootstrap, log=log)
 if distributed:
     dist.destroy_process_group()
