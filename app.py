@@ -19,6 +19,7 @@ from report import BODY_SITES, SEXES  # noqa: E402
 from serving import ui  # noqa: E402
 from serving.rest import Limits, create_rest_app  # noqa: E402
 
+SHUTDOWN_GRACE_S = 5  # requests in flight get this long to finish when the server stops
 UPLOAD_TTL_S = 900  # uploads, overlays and reports leave Gradio's cache this long after they were made
 NOTICE = ("**Research and education software. Not a medical device and not a diagnosis.** The result is a "
           "statistical estimate from one photograph and can be wrong. Anyone worried about a skin lesion "
@@ -55,7 +56,7 @@ def build_ui(classifier) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Row(equal_height=True):
-                    image = ui.UploadedImage(type="filepath", label="Dermoscopic image", height=340,
+                    image = ui.upload_input(label="Dermoscopic image", height=340,
                                              sources=["upload", "clipboard"])
                     overlay = gr.Image(label="Grad-CAM heatmap", interactive=False, format="png", height=340,
                                        buttons=["download", "fullscreen"])
@@ -78,14 +79,14 @@ def build_ui(classifier) -> gr.Blocks:
                                          label="Probability of each class")
         with gr.Accordion("Case details (optional) and PDF report", open=False):
             with gr.Row():
-                reference = gr.Textbox(label="Case reference")
+                reference = gr.Textbox("", label="Case reference")
                 age = gr.Number(label="Age (years)", minimum=0, maximum=120, precision=0)
                 sex = gr.Dropdown(_optional(SEXES), value="", label="Sex")
                 body_site = gr.Dropdown(_optional(BODY_SITES), value="", label="Body site")
             with gr.Row():
-                clinician = gr.Textbox(label="Referring clinician")
+                clinician = gr.Textbox("", label="Referring clinician")
                 page_size = gr.Radio(list(ui.PAGE_SIZES), value="A4", label="Page size")
-            notes = gr.Textbox(label="Clinical notes", lines=3)
+            notes = gr.Textbox("", label="Clinical notes", lines=3)
             with gr.Row(equal_height=True):
                 make_report = gr.Button("Create PDF report", variant="primary", scale=1)
                 report = gr.File(label="PDF report", interactive=False, scale=2)
@@ -93,7 +94,8 @@ def build_ui(classifier) -> gr.Blocks:
                     f"{info['backend']}), weights SHA-256 `{info['sha256'][:12]}…`", elem_classes="fineprint")
 
         analyse.click(functools.partial(ui.analyze_image, classifier), [image, heatmap_class, opacity],
-                      [probabilities, overlay, summary, explanation], api_name="analyze")
+                      [probabilities, overlay, explanation], api_name="analyze").success(
+            ui.summary_html, explanation, summary, api_visibility="private", queue=False)
         redraw = dict(fn=ui.redraw_overlay, inputs=[image, explanation, heatmap_class, opacity], outputs=overlay,
                       api_visibility="private", show_progress="hidden")
         heatmap_class.change(**redraw)
@@ -112,10 +114,13 @@ def _optional(values) -> list[tuple[str, str]]:
     return [("not given", "")] + [(v, v) for v in values]
 
 
-def create_app(spec: str | None = None, backend: str | None = None):
-    """The FastAPI app `python app.py` serves: REST routes, with the Gradio UI and API mounted at "/"."""
+def create_app(spec: str | None = None, backend: str | None = None, limits: Limits | None = None):
+    """The FastAPI app `python app.py` serves: REST routes, with the Gradio UI and API mounted at "/".
+
+    limits default to the SKIN_MAX_* environment (see serving.rest.Limits).
+    """
     classifier = get_classifier(spec, backend)
-    limits = Limits.from_env()
+    limits = limits or Limits.from_env()
     demo = build_ui(classifier).queue(default_concurrency_limit=limits.max_concurrency,
                                       max_size=limits.max_queue)
     return gr.mount_gradio_app(create_rest_app(classifier, limits), demo, path="/", css=CSS,
@@ -142,18 +147,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def server(app, host: str, port: int):
+    """The uvicorn server for `app`, unstarted.
+
+    No access log: Gradio file URLs carry uploaded file names. On Ctrl+C the open pages' heartbeat streams
+    are ended first, and what still runs gets a bounded grace: either would otherwise hold the shutdown,
+    and the deletion of Gradio's cache that comes with it, for as long as a page stays open.
+    """
+    import uvicorn
+
+    class AppServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            for route in app.routes:  # the mounted Gradio app ends its heartbeats when its stop_event is set
+                stop_event = getattr(getattr(route, "app", None), "stop_event", None)
+                if stop_event is not None:
+                    stop_event.set()
+            super().handle_exit(sig, frame)
+
+    return AppServer(uvicorn.Config(app, host=host, port=port, access_log=False,
+                                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
-        app = create_app(args.model, args.backend)
+        limits = Limits.from_env()
+    except ValueError as exc:  # a SKIN_MAX_* setting that is not a usable number
+        sys.exit(f"error: {exc}")
+    try:
+        app = create_app(args.model, args.backend, limits)
     except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    import uvicorn
-
+        sys.exit(f"error: {exc}")
     print(f"Serving on http://{args.host}:{args.port} (UI at /, REST docs at /docs)", flush=True)
-    # No access log: Gradio file URLs carry the uploaded file's name.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False)
+    server(app, args.host, args.port).run()
 
 
 if __name__ == "__main__":

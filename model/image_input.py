@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = int(os.environ.get("SKIN_MAX_PIXELS", 50_000_000))
 MIN_SIDE = 32
 MAX_ASPECT = 10.0
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "MPO")
+# Pillow format ids; "JPEG" also opens multi-picture JPEGs (MPO) from phone cameras.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF, TIFF, BMP"
 
 # Our own header check (MAX_PIXELS) runs first; Pillow's bomb guard stays on as a second line.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
@@ -39,28 +40,31 @@ def load_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.I
         if not data:
             raise ImageError("The upload is empty: no image data was received.")
         try:
-            image = Image.open(io.BytesIO(data))
+            # Only the accepted formats' parsers ever see the bytes: no EPS (Ghostscript), PSD, ICO, ...
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
             raise ImageError("This file is not an image we can read. Accepted formats: "
-                             "JPEG, PNG, WebP, GIF, TIFF, BMP.") from None
+                             f"{ACCEPTED_NAMES}.") from None
         except Image.DecompressionBombError:
             raise _too_large() from None
-        except (OSError, ValueError, EOFError, SyntaxError, struct.error) as exc:
-            # A damaged header or metadata block (truncated EXIF, oversized PNG text chunk, bad WebP).
+        except MemoryError:
+            raise
+        except Exception as exc:
+            # Any parser failure on untrusted bytes (truncated EXIF, oversized PNG text chunk, bad
+            # WebP, malformed TIFF tags raising KeyError/TypeError/struct.error) is a corrupt file.
             raise _corrupt(exc) from None
-        if image.format not in ACCEPTED_FORMATS:
-            raise ImageError(f"{image.format} images are not accepted. Accepted formats: "
-                             "JPEG, PNG, WebP, GIF, TIFF, BMP.")
     _check_size(*image.size)
     try:
         image.seek(0)  # multi-frame GIF/TIFF/WebP: the first frame
         image.load()
         image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
     except Image.DecompressionBombError:
         raise _too_large() from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:
         raise _corrupt(exc) from None
-    return _to_rgb(image)
 
 
 def _corrupt(exc: Exception) -> ImageError:

@@ -71,6 +71,8 @@ class Classifier:
         self.weights_sha256 = file_sha256(checkpoint.weights_path)
         self.linear_head = _linear_head(model)
         self.backend = "torch"
+        # Why this backend runs: set by model.onnx_backend.enable_onnx (with timings for "auto").
+        self.backend_choice = {"requested": "torch", "chosen": "torch", "reason": "default"}
         self._onnx = None
 
     @property

@@ -6,15 +6,21 @@ features and the linear head) costs nothing extra. Graphs are cached: beside a l
 The weights' sha256 is stored in the graph's metadata and checked on every load, so a retrained
 checkpoint never runs a stale graph. Every fresh export is checked against PyTorch before it is used.
 
-Backends: "onnx" always uses ONNX Runtime; "auto" times both on a batch-1 input at load and keeps the
-faster. The choice and both timings are kept in `classifier.backend_choice`.
+Backends: "torch" (the default), "onnx" (always ONNX Runtime), "auto" (whichever is faster here).
+"auto" compares the median of interleaved batch-1 forward passes of both, once per graph and machine:
+the result is stored beside the graph (`<graph>.timing.json`, keyed by CPU, core count and library
+versions) so later starts reuse it instead of paying for the measurement again; `measure` refreshes
+it. The choice and the timings it rests on are kept in `classifier.backend_choice`.
 
-    python -m model.onnx_backend export [SPEC] [--force]
+    python -m model.onnx_backend export [SPEC] [--force]   # export now (else: on first use)
+    python -m model.onnx_backend measure [SPEC]            # time both backends, store, print the choice
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +31,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
+TIMING_SUFFIX = ".timing.json"
 # Bumped whenever the exported graph's contract (inputs, outputs, their order) changes.
 GRAPH_FORMAT = "skin-lesion/logits+features/1"
 OPSET = 17
@@ -57,22 +64,13 @@ def _expected_metadata(classifier) -> dict[str, str]:
             "architecture": str(classifier.checkpoint.config["architecture"])}
 
 
-def graph_metadata(path: Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file, read without loading its weights."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
+def session_metadata(session) -> dict[str, str]:
+    """The metadata stored in the graph an ONNX Runtime session runs."""
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def is_current(path: Path, classifier) -> bool:
-    """True when `path` holds a graph exported from exactly this checkpoint's weights and input size."""
-    if not path.is_file():
-        return False
-    try:
-        metadata = graph_metadata(path)
-    except Exception:  # truncated or foreign file: treat as absent
-        return False
+def is_current(metadata: dict[str, str], classifier) -> bool:
+    """True when graph metadata says it was exported from exactly this checkpoint's weights and input size."""
     expected = _expected_metadata(classifier)
     return all(metadata.get(k) == v for k, v in expected.items())
 
@@ -139,7 +137,7 @@ def create_session(path: Path):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = _cores()
+    options.intra_op_num_threads = available_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Idle threads would otherwise spin after each run and starve the image work that follows it.
@@ -148,7 +146,7 @@ def create_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _cores() -> int:
+def available_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -182,8 +180,14 @@ def load_session(classifier, force_export: bool = False):
     candidates = cache_candidates(classifier)
     if not force_export:
         for path in candidates:
-            if is_current(path, classifier):
-                return create_session(path), path, False
+            if not path.is_file():
+                continue
+            try:
+                session = create_session(path)
+            except Exception:  # truncated or foreign file: export over it
+                continue
+            if is_current(session_metadata(session), classifier):
+                return session, path, False
     errors = []
     for path in candidates:
         try:
@@ -191,6 +195,7 @@ def load_session(classifier, force_export: bool = False):
         except OSError as exc:  # read-only despite appearances: try the next place
             errors.append(f"{path}: {exc}")
             continue
+        timing_path(path).unlink(missing_ok=True)  # measured on the graph this export replaced
         session = create_session(path)
         ok, gap = matches_torch(classifier, session)
         if not ok:
@@ -202,17 +207,97 @@ def load_session(classifier, force_export: bool = False):
     raise OSError("No writable place for the ONNX graph: " + "; ".join(errors))
 
 
-def _median_ms(fn, batch: np.ndarray, runs: int) -> float:
-    fn(batch)  # warm-up: first calls allocate and pick kernels
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+# --- Which backend is faster here ----------------------------------------------------------------
+
+def timing_path(graph: Path) -> Path:
+    return Path(str(graph) + TIMING_SUFFIX)
+
+
+def machine_fingerprint() -> str:
+    """What a timing depends on besides the model: the CPU, the cores this process may use, the libraries."""
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"{cpu} | {available_cores()} cores | torch {torch.__version__} {torch.get_num_threads()} threads | "
+            f"onnxruntime {onnxruntime.__version__}")
+
+
+def measure(classifier, session, runs: int = 7) -> tuple[float, float]:
+    """Median batch-1 forward time in ms of (ONNX Runtime, PyTorch), runs interleaved after a warm-up.
+
+    Interleaving makes both backends share whatever else the machine is doing at the time.
+    """
+    batch = _probe_input(classifier)
+    backends = (lambda b: session.run(None, {"input": b}), classifier._forward_torch)
+    samples: tuple[list[float], list[float]] = ([], [])
+    for fn in backends:  # warm-up: first calls allocate and pick kernels
         fn(batch)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    for _ in range(runs):
+        for fn, times in zip(backends, samples):
+            start = time.perf_counter()
+            fn(batch)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
-def enable_onnx(classifier, backend: str = "onnx", runs: int = 5) -> None:
+def stored_timing(graph: Path, classifier, fingerprint: str) -> dict | None:
+    """The stored measurement for this graph's weights on this machine, if any."""
+    try:
+        record = json.loads(timing_path(graph).read_text()).get(fingerprint)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(record, dict) or record.get("weights_sha256") != classifier.weights_sha256:
+        return None
+    if not all(isinstance(record.get(k), (int, float)) for k in ("onnx_ms", "torch_ms")):
+        return None
+    return record
+
+
+def store_timing(graph: Path, fingerprint: str, record: dict) -> None:
+    """Keep a measurement for later starts; a read-only cache only means measuring again next time."""
+    path = timing_path(graph)
+    try:
+        try:
+            records = json.loads(path.read_text())
+            records = records if isinstance(records, dict) else {}
+        except (OSError, ValueError):
+            records = {}
+        records[fingerprint] = record
+        fd, tmp = tempfile.mkstemp(prefix=".timing-", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(records, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("Backend timing not stored (%s)", exc)
+
+
+def backend_timing(classifier, session, graph: Path, runs: int = 7, remeasure: bool = False) -> dict:
+    """{"onnx_ms", "torch_ms", "measured_at", "stored"}: stored for this machine, else measured now."""
+    fingerprint = machine_fingerprint()
+    record = None if remeasure else stored_timing(graph, classifier, fingerprint)
+    if record is not None:
+        return {**record, "stored": True}
+    onnx_ms, torch_ms = measure(classifier, session, runs)
+    record = {"onnx_ms": round(onnx_ms, 3), "torch_ms": round(torch_ms, 3), "runs": runs,
+              "weights_sha256": classifier.weights_sha256,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    store_timing(graph, fingerprint, record)
+    return {**record, "stored": False}
+
+
+def faster_backend(onnx_ms: float, torch_ms: float) -> str:
+    """ONNX Runtime only when measured faster; a tie keeps the reference implementation."""
+    return "onnx" if onnx_ms < torch_ms else "torch"
+
+
+def enable_onnx(classifier, backend: str = "onnx", runs: int = 7, remeasure: bool = False) -> None:
     """Switch `classifier` to ONNX Runtime ("onnx"), or to whichever is faster here ("auto").
 
     With "auto", a failed export keeps PyTorch (and says why in backend_choice); with "onnx" it raises.
@@ -220,6 +305,7 @@ def enable_onnx(classifier, backend: str = "onnx", runs: int = 5) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}.")
     if backend == "torch":
+        classifier.backend_choice = {"requested": "torch", "chosen": "torch", "reason": "requested"}
         return
     start = time.perf_counter()
     try:
@@ -234,18 +320,18 @@ def enable_onnx(classifier, backend: str = "onnx", runs: int = 5) -> None:
     choice = {"requested": backend, "onnx_path": str(path), "exported": exported,
               "onnx_load_s": round(time.perf_counter() - start, 3)}
     if backend == "auto":
-        batch = _probe_input(classifier)
-        onnx_ms = _median_ms(lambda b: session.run(None, {"input": b}), batch, runs)
-        torch_ms = _median_ms(classifier._forward_torch, batch, runs)
-        chosen = "onnx" if onnx_ms < torch_ms else "torch"
-        choice.update(chosen=chosen, onnx_ms=round(onnx_ms, 3), torch_ms=round(torch_ms, 3),
-                      reason=f"median of {runs} batch-1 forward passes: ONNX Runtime {onnx_ms:.1f} ms, "
-                             f"PyTorch {torch_ms:.1f} ms")
+        timing = backend_timing(classifier, session, path, runs, remeasure)
+        chosen = faster_backend(timing["onnx_ms"], timing["torch_ms"])
+        source = "stored measurement" if timing["stored"] else "measured now"
+        choice.update(chosen=chosen, onnx_ms=timing["onnx_ms"], torch_ms=timing["torch_ms"],
+                      reason=f"{source} ({timing.get('measured_at', '?')}): median batch-1 forward pass "
+                             f"ONNX Runtime {timing['onnx_ms']:.1f} ms, PyTorch {timing['torch_ms']:.1f} ms")
     else:
         choice.update(chosen="onnx", reason="requested")
     classifier.backend_choice = choice
     if choice["chosen"] == "onnx":
         classifier.use_onnx(session)
+    log.info("Backend %s: %s", choice["chosen"], choice["reason"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,13 +345,22 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="export (or refresh) the cached ONNX graph of a checkpoint")
     export.add_argument("spec", nargs="?", default=None, help="checkpoint folder or Hub id (default: bundled)")
     export.add_argument("--force", action="store_true", help="export even when the cached graph is current")
+    timing = commands.add_parser("measure", help="time both backends here, store the result for --backend auto")
+    timing.add_argument("spec", nargs="?", default=None, help="checkpoint folder or Hub id (default: bundled)")
+    timing.add_argument("--runs", type=int, default=15, help="forward passes per backend (default: 15)")
     args = parser.parse_args(argv)
 
     classifier = Classifier(resolve(args.spec), device="cpu")
-    session, path, exported = load_session(classifier, force_export=args.force)
-    _, gap = matches_torch(classifier, session)
-    print(f"{'exported' if exported else 'already current'}: {path}\n"
-          f"weights sha256 {classifier.weights_sha256}; max probability gap to PyTorch {gap:.1e}")
+    session, path, exported = load_session(classifier, force_export=getattr(args, "force", False))
+    if args.command == "export":
+        _, gap = matches_torch(classifier, session)
+        print(f"{'exported' if exported else 'already current'}: {path}\n"
+              f"weights sha256 {classifier.weights_sha256}; max probability gap to PyTorch {gap:.1e}")
+    else:
+        result = backend_timing(classifier, session, path, args.runs, remeasure=True)
+        print(f"ONNX Runtime {result['onnx_ms']:.1f} ms, PyTorch {result['torch_ms']:.1f} ms (median batch-1 "
+              f"forward of {args.runs}): --backend auto uses {faster_backend(result['onnx_ms'], result['torch_ms'])}"
+              f"\nstored in {timing_path(path)}")
     return 0
 
 

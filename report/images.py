@@ -7,9 +7,8 @@ import io
 import cv2
 import numpy as np
 from PIL import Image as PILImage
-from reportlab.graphics.shapes import Drawing, Rect, String
 from reportlab.lib import colors
-from reportlab.platypus import Image
+from reportlab.platypus import Flowable, Image
 
 from explain import heatmap_rgb, overlay_heatmap
 
@@ -22,8 +21,10 @@ def display_pair(analysis) -> tuple[np.ndarray, np.ndarray]:
     image = analysis.image
     height, width = image.shape[:2]
     scale = MAX_PIXELS / max(height, width)
+    # No colour bar drawn into the picture: the report prints its own vector scale under it.
     if scale >= 1.0:
-        return image, analysis.overlay()
+        return image, overlay_heatmap(image, analysis.cams[analysis.prediction.top_index],
+                                      analysis.prediction.crop_box, scale_bar=False)
     # Shrink first and draw the overlay at the shrunk size: same picture, far less work for big uploads.
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -31,7 +32,7 @@ def display_pair(analysis) -> tuple[np.ndarray, np.ndarray]:
     box = (round(left * scale), round(top * scale), max(round(right * scale), round(left * scale) + 1),
            max(round(bottom * scale), round(top * scale) + 1))
     cam = analysis.cams[analysis.prediction.top_index]
-    return small, overlay_heatmap(small, cam, box)
+    return small, overlay_heatmap(small, cam, box, scale_bar=False)
 
 
 def fit(width_px: int, height_px: int, max_w: float, max_h: float) -> tuple[float, float]:
@@ -54,16 +55,26 @@ def _scale_colors(steps: int) -> tuple:
     return tuple(colors.Color(*(c / 255.0 for c in px)) for px in rgb)
 
 
-def colour_scale(width: float, font: str, steps: int = 64) -> Drawing:
-    """A horizontal JET colour bar labelled low → high attention, as vector graphics."""
-    bar_h, text_h = 6.0, 8.0
-    drawing = Drawing(width, bar_h + text_h)
-    step = width / steps
-    for i, colour in enumerate(_scale_colors(steps)):
-        # Overlap each strip slightly so no hairline gaps show between them in viewers.
-        drawing.add(Rect(i * step, text_h, step + 0.4, bar_h, fillColor=colour, strokeColor=None))
-    drawing.add(Rect(0, text_h, width, bar_h, fillColor=None, strokeColor=colors.grey, strokeWidth=0.3))
-    for text, x, anchor in (("low attention", 0, "start"), ("high attention", width, "end")):
-        drawing.add(String(x, 1, text, fontName=font, fontSize=6.5, fillColor=colors.HexColor("#444444"),
-                           textAnchor=anchor))
-    return drawing
+class ColourScale(Flowable):
+    """A horizontal JET colour bar labelled low → high attention, drawn as vectors in the given font."""
+
+    BAR_H, TEXT_H = 6.0, 8.0
+
+    def __init__(self, width: float, font: str, steps: int = 64):
+        super().__init__()
+        self.width, self.height, self.font, self.steps = width, self.BAR_H + self.TEXT_H, font, steps
+
+    def draw(self):
+        canvas, step = self.canv, self.width / self.steps
+        for i, colour in enumerate(_scale_colors(self.steps)):
+            # Overlap each strip slightly so no hairline gaps show between them in viewers.
+            canvas.setFillColor(colour)
+            canvas.rect(i * step, self.TEXT_H, step + 0.4 if i < self.steps - 1 else step, self.BAR_H,
+                        stroke=0, fill=1)
+        canvas.setStrokeColor(colors.grey)
+        canvas.setLineWidth(0.3)
+        canvas.rect(0, self.TEXT_H, self.width, self.BAR_H, stroke=1, fill=0)
+        canvas.setFillColor(colors.HexColor("#444444"))
+        canvas.setFont(self.font, 6.5)
+        canvas.drawString(0, 1, "low attention")
+        canvas.drawRightString(self.width, 1, "high attention")

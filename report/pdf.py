@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4, LETTER
@@ -27,7 +28,11 @@ from .assessment import CONFIDENCE_RULE, IN_PERSON, RISK_LABELS, assess_confiden
 from .case import CaseFields
 from .evidence import DATA_SOURCE, LIMITATIONS, load_evidence
 from .fonts import MONO, SANS, SANS_BOLD, register_fonts
-from .images import colour_scale, display_pair, fit, pdf_image
+from .images import ColourScale, display_pair, fit, pdf_image
+
+# Store streams as binary, not ASCII85 text: ReportLab's pure-Python ASCII85 encoder was most of the build
+# time (the JPEGs), and binary streams are a quarter smaller. Process-wide, but only this package uses ReportLab.
+rl_config.useA85 = 0
 
 PAGE_SIZES = {"a4": A4, "letter": LETTER}
 TITLE = "Skin-lesion image analysis report"
@@ -82,6 +87,14 @@ def _section(title: str) -> list[Flowable]:
                                                      spaceBefore=0.5, spaceAfter=2.5)]
 
 
+class _Table(Table):
+    """A Table whose plain-string cells use the embedded font (ReportLab's default is unembedded Helvetica)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setStyle(TableStyle([("FONTNAME", (0, 0), (-1, -1), SANS)]))
+
+
 class _Bar(Flowable):
     """A probability bar: a filled share of a light track."""
 
@@ -98,7 +111,7 @@ class _Bar(Flowable):
 
 
 def _grid(rows, widths, *, spans=(), label_cols=(0,), pad=1.6) -> Table:
-    table = Table(rows, colWidths=widths, hAlign="LEFT")
+    table = _Table(rows, colWidths=widths, hAlign="LEFT")
     style = [("VALIGN", (0, 0), (-1, -1), "TOP"), ("TOPPADDING", (0, 0), (-1, -1), pad),
              ("BOTTOMPADDING", (0, 0), (-1, -1), pad), ("LEFTPADDING", (0, 0), (-1, -1), 3),
              ("RIGHTPADDING", (0, 0), (-1, -1), 3),
@@ -114,10 +127,10 @@ def _header(report_id: str, created: str, version: str, product: str, width: flo
     stamp = [_p(f"Report ID <font name='{MONO}'>{report_id}</font>", "right"),
              _p(f"Generated (UTC) <font name='{MONO}'>{created}</font>", "right"),
              _p(f"Software version {escape(version)}", "right")]
-    top = Table([[title, stamp]], colWidths=[width * 0.5, width * 0.5])
+    top = _Table([[title, stamp]], colWidths=[width * 0.5, width * 0.5])
     top.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "BOTTOM"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                              ("RIGHTPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)]))
-    banner = Table([[_p("RESEARCH AND EDUCATION USE ONLY · NOT A MEDICAL DEVICE · NOT A DIAGNOSIS", "banner")]],
+    banner = _Table([[_p("RESEARCH AND EDUCATION USE ONLY · NOT A MEDICAL DEVICE · NOT A DIAGNOSIS", "banner")]],
                    colWidths=[width])
     banner.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), ACCENT), ("TOPPADDING", (0, 0), (-1, -1), 2),
                                 ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5)]))
@@ -168,14 +181,17 @@ def _pictures_and_result(analysis, confidence, width: float) -> Table:
     img_w, img_h = fit(original.shape[1], original.shape[0], cell_w - 6, 124)
     top = analysis.top
     probability = float(analysis.probabilities[analysis.prediction.top_index])
+    height_px, width_px = analysis.image.shape[:2]
+    framed = tuple(analysis.prediction.crop_box) != (0, 0, width_px, height_px)
     original_cell = [pdf_image(original, img_w, img_h), Spacer(1, 2),
-                     _p(f"Uploaded image ({analysis.image.shape[1]}×{analysis.image.shape[0]} px)", "caption")]
+                     _p(f"Uploaded image ({width_px}×{height_px} px)", "caption")]
     overlay_cell = [pdf_image(overlay, img_w, img_h), Spacer(1, 2),
-                    _p(f"Grad-CAM overlay for {escape(top.name)}: where the evidence for this class lies",
-                       "caption"), Spacer(1, 2.5), colour_scale(min(img_w, cell_w - 12), SANS)]
+                    _p(f"Grad-CAM overlay for {escape(top.name)}: where the evidence for this class lies"
+                       + ("; the frame marks the region the model saw" if framed else ""), "caption"),
+                    Spacer(1, 2.5), ColourScale(cell_w - 12, SANS)]
     severity = top.severity if top.severity in RISK_LABELS else "unknown"
     inner_w = panel_w - 12
-    risk = Table([[_p(f"Risk level: {RISK_LABELS[severity].upper()}", "risk")]], colWidths=[inner_w],
+    risk = _Table([[_p(f"Risk level: {RISK_LABELS[severity].upper()}", "risk")]], colWidths=[inner_w],
                  hAlign="LEFT")
     risk.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), RISK_COLORS[severity]),
                               ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
@@ -186,7 +202,7 @@ def _pictures_and_result(analysis, confidence, width: float) -> Table:
              Spacer(1, 3), risk, Spacer(1, 3), _p(escape(confidence.statement)),
              Spacer(1, 4), _p("Recommendation", "label"), Spacer(1, 0.5),
              *_recommendation(severity, confidence.low)]
-    table = Table([[original_cell, overlay_cell, panel]], colWidths=[cell_w, cell_w, panel_w + gap])
+    table = _Table([[original_cell, overlay_cell, panel]], colWidths=[cell_w, cell_w, panel_w + gap])
     table.setStyle(TableStyle([
         ("VALIGN", (0, 0), (-1, -1), "TOP"), ("ALIGN", (0, 0), (1, 0), "CENTER"),
         ("LEFTPADDING", (0, 0), (1, 0), 0), ("RIGHTPADDING", (0, 0), (1, 0), 0),
@@ -218,7 +234,7 @@ def _differential(analysis, width: float) -> Table:
                      _p(escape(lesion.code), "mono"),
                      _p(f"<font color='#{risk_hex}'>{RISK_LABELS[severity]}</font>"),
                      _p(f"{p:.1%}"), _Bar(p, bar_w, RISK_COLORS[severity])])
-    table = Table(rows, colWidths=widths, hAlign="LEFT")
+    table = _Table(rows, colWidths=widths, hAlign="LEFT")
     table.setStyle(TableStyle([
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("TOPPADDING", (0, 0), (-1, -1), 1.1),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 1.1), ("LEFTPADDING", (0, 0), (-1, -1), 2.5),
@@ -232,8 +248,8 @@ def _evidence(model_info: dict, checkpoint_dir, width: float) -> Table:
     label = lambda v: _p(escape(v), "label")  # noqa: E731
     if evidence.metrics:
         measured = ", ".join(f"{m.name} {m.value:.3f}" for m in evidence.metrics)
-        where = f" (test split: {evidence.dataset})" if evidence.dataset else " (test split)"
-        results = _p(escape(measured + where + ", from the model card."))
+        split = evidence.dataset or "the held-out test split"
+        results = _p(escape(f"{measured}; measured on {split}, as recorded in the model card."))
     else:
         results = _p(escape(evidence.note))
     if evidence.temperature is not None:
@@ -246,17 +262,18 @@ def _evidence(model_info: dict, checkpoint_dir, width: float) -> Table:
             [label("Training data"), _p(escape(DATA_SOURCE + "."))],
             [label("Measured (test)"), results],
             [label("Calibration"), _p(escape(calibration))],
-            [label("Known limitations"), _p(" ".join(f"• {escape(item)}" for item in LIMITATIONS))]]
+            [label("Known limitations"), _p("<br/>".join(f"• {escape(item)}" for item in LIMITATIONS))]]
     return _grid(rows, [76, width - 76], label_cols=(0,), pad=1.4)
 
 
 def _disclaimer_and_signoff(width: float) -> list[Flowable]:
-    box = Table([[_p(f"<font name='{SANS_BOLD}'>Disclaimer.</font> {escape(DISCLAIMER)} {escape(IN_PERSON)}")]], colWidths=[width])
+    disclaimer = f"<font name='{SANS_BOLD}'>Disclaimer.</font> {escape(DISCLAIMER)} {escape(IN_PERSON)}"
+    box = _Table([[_p(disclaimer)]], colWidths=[width])
     box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.8, RISK_COLORS["high"]),
                              ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#FCF1F0")),
                              ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 4)]))
     label = lambda v: _p(escape(v), "label")  # noqa: E731
-    sign = Table([[label("Reviewing clinician (name)"), "", label("Date"), "", label("Signature"), ""]],
+    sign = _Table([[label("Reviewing clinician (name)"), "", label("Date"), "", label("Signature"), ""]],
                  colWidths=[112, width * 0.30, 30, width * 0.14, 50, None], rowHeights=[22])
     sign.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
                               ("LINEBELOW", (1, 0), (1, 0), 0.6, INK), ("LINEBELOW", (3, 0), (3, 0), 0.6, INK),
@@ -317,21 +334,22 @@ def render(analysis, model_info: dict, case: CaseFields, page_size: str, checkpo
     width = pagesize[0] - 2 * MARGIN_X
     ranked = analysis.ranked()
     confidence = assess_confidence(ranked)
-    top = analysis.top
-    severity = top.severity if top.severity in RISK_LABELS else "unknown"
 
     story: list[Flowable] = [
         *_header(report_id, created, version, product, width),
         _provenance(model_info, image_hash, hash_source, width),
         *_section("Case details"), *_case(case, width),
-        *_section("Images, result and recommendation"), _pictures_and_result(analysis, confidence, width),
-        *_section("Differential: all classes by probability"), _differential(analysis, width),
-        *_section("Model and evidence"), _evidence(model_info, checkpoint_dir, width),
+        # Kept together so a page break (long notes) never strands a heading or splits the differential.
+        KeepTogether(_section("Images, result and recommendation")
+                     + [_pictures_and_result(analysis, confidence, width)]),
+        KeepTogether(_section("Differential: all classes by probability") + [_differential(analysis, width)]),
+        KeepTogether(_section("Model and evidence") + [_evidence(model_info, checkpoint_dir, width)]),
         *_disclaimer_and_signoff(width),
     ]
     buffer = io.BytesIO()
+    # initialFontName: pages start in the embedded font, so the file references no unembedded Helvetica.
     doc = BaseDocTemplate(buffer, pagesize=pagesize, leftMargin=MARGIN_X, rightMargin=MARGIN_X,
-                          topMargin=MARGIN_TOP, bottomMargin=MARGIN_BOTTOM, invariant=1,
+                          topMargin=MARGIN_TOP, bottomMargin=MARGIN_BOTTOM, invariant=1, initialFontName=SANS,
                           title=TITLE, author=product, creator=f"{product} {version}",
                           subject="Research and education use only; not a medical device.")
     # No frame padding: the tables are sized to the full text width.

@@ -172,6 +172,11 @@ class InferenceGate:
         self._admitted = 0  # running + waiting; only touched on the event loop, so no lock
         self._limiter: anyio.CapacityLimiter | None = None
 
+    @property
+    def admitted(self) -> int:
+        """Analyses running or waiting right now."""
+        return self._admitted
+
     async def run(self, fn, *args):
         if self._admitted >= self.slots + self.queue:
             raise RequestError(503, "The server is busy analysing other images; please retry in a few "
@@ -230,6 +235,7 @@ IMAGE_DATA_HELP = ("The image file (JPEG, PNG, WebP, GIF, TIFF or BMP) in base64
 COMMON_ERRORS = {
     400: {"model": ErrorBody, "description": "The body is not JSON, or has a bad Content-Length."},
     413: {"model": ErrorBody, "description": "The body or the image is over the size limit."},
+    415: {"model": ErrorBody, "description": "The body was not sent as application/json."},
     422: {"model": ErrorBody, "description": "A field is missing or invalid, or the image cannot be "
                                              "analysed (not an image, corrupt, too large, too small)."},
     503: {"model": ErrorBody, "description": "Busy: retry after the Retry-After header's seconds."},
@@ -241,7 +247,10 @@ def _request_models(labels: tuple[str, ...], limits: Limits):
     Code = Literal[labels]  # type: ignore[valid-type]
 
     def image_field():
-        return Field(min_length=1, max_length=limits.max_body_bytes, description=IMAGE_DATA_HELP)
+        # The size limit is enforced on the raw body (BodySizeLimit), not as a schema maxLength that
+        # would make validators and fuzzers build 27-million-character strings.
+        return Field(min_length=1, description=f"{IMAGE_DATA_HELP} At most "
+                                               f"{limits.max_upload_bytes / MB:g} MB once decoded.")
 
     class InferenceRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -274,8 +283,10 @@ def create_rest_app(classifier, limits: Limits | None = None) -> FastAPI:
     InferenceRequest, ReportRequest = _request_models(tuple(classifier.labels), limits)
     model_info = {k: str(classifier.info[k]) for k in ("id", "revision", "sha256")}
 
+    # strict_content_type=False: a JSON body without any Content-Type (seed clients) is still parsed.
     app = FastAPI(title="Skin lesion classifier (research use only)", description=DESCRIPTION,
-                  version="1.0")
+                  version="1.0", strict_content_type=False)
+    app.state.inference_gate = gate
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes,
                        paths=frozenset({"/inference", "/report"}))
@@ -364,6 +375,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
+        if not _is_json(request.headers.get("content-type")):
+            # FastAPI hands a non-JSON body over as raw bytes; say what to send instead.
+            return JSONResponse({"error": "Send the request body as JSON with the header "
+                                          "'Content-Type: application/json'."}, status_code=415)
         status, message = validation_message(exc.errors())
         return JSONResponse({"error": message}, status_code=status)
 
@@ -371,6 +386,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI parses a body as JSON when there is no Content-Type or it is application/(*+)json."""
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def validation_message(errors) -> tuple[int, str]:
@@ -382,6 +405,8 @@ def validation_message(errors) -> tuple[int, str]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         if not where and error.get("type") == "missing":
             return 422, "The request body is empty: send a JSON object with image_data."
+        if not where and error.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+            return 422, 'The request body must be a JSON object such as {"image_data": "<base64 image>"}.'
         if error.get("type") == "extra_forbidden":
             problems.append(f"{where}: unknown field")
         else:

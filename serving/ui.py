@@ -7,6 +7,7 @@ re-reads the upload the browser sends again and never re-runs the model.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import html
 from dataclasses import dataclass
@@ -44,19 +45,23 @@ class Explanation:
                    analysis.prediction.crop_box)
 
 
-class UploadedImage(gr.Image):
-    """gr.Image that hands handlers the uploaded file untouched.
+def upload_input(**kwargs) -> gr.Image:
+    """A gr.Image input (type="filepath") whose handlers get the uploaded file untouched.
 
     gr.Image's own preprocessing opens the file with Pillow first, so a corrupt upload would fail with
-    Pillow's message and a server path instead of ours; passing the file on also keeps its original
-    bytes (hashed by the report) and EXIF orientation (applied by model.load_image).
+    Pillow's message (hidden by Gradio as a bare "Error") instead of ours; passing the file on also keeps
+    its original bytes (hashed by the report) and EXIF orientation (applied by model.load_image). The
+    override is per instance because a gr.Image subclass makes Gradio write a .pyi stub next to this file.
     """
-    is_template = True  # rendered by the frontend as a plain "image"
+    image = gr.Image(type="filepath", **kwargs)
+    image.preprocess = functools.partial(_uploaded_path, image)
+    return image
 
-    def preprocess(self, payload):
-        if payload is None or payload.path is None:
-            return super().preprocess(payload)
-        return payload.path
+
+def _uploaded_path(image: gr.Image, payload):
+    if payload is None or payload.path is None:  # nothing, or a base64 data URL: Gradio's own handling
+        return gr.Image.preprocess(image, payload)
+    return payload.path
 
 
 def class_key(code: str) -> str:
@@ -79,13 +84,15 @@ def heatmap_choices(labels) -> list[tuple[str, str]]:
 
 def analyze_image(classifier, image: str | None, heatmap_class: str = TOP_CLASS,
                   opacity: float = DEFAULT_OPACITY):
-    """Analyse an upload → (probabilities by class, overlay, summary HTML, session Explanation)."""
+    """Analyse an upload → (probabilities by class, overlay, session Explanation).
+
+    The first two are what the /analyze API returns; the page shows `summary_html` of the Explanation.
+    """
     data = read_upload(image)
     analysis = _analyze(classifier, data)
     explanation = Explanation.of(analysis, hashlib.sha256(data).hexdigest())
     return (probabilities_by_class(analysis.labels, analysis.probabilities),
-            analysis.overlay(_label(heatmap_class, explanation), opacity),
-            summary_html(analysis), explanation)
+            analysis.overlay(_label(heatmap_class, explanation), opacity), explanation)
 
 
 def redraw_overlay(image: str | None, explanation: Explanation | None, heatmap_class: str = TOP_CLASS,
@@ -157,9 +164,12 @@ def probabilities_by_class(labels, probabilities) -> dict[str, float]:
     return {class_key(code): float(p) for code, p in zip(labels, probabilities)}
 
 
-def summary_html(analysis: Analysis) -> str:
+def summary_html(explanation: Explanation | None) -> str:
     """The predicted class with its severity (colour-coded), description, confidence and advice."""
-    ranked = analysis.ranked()
+    if explanation is None:
+        return ""
+    order = np.argsort(-explanation.probabilities, kind="stable")
+    ranked = [(lesion_class(explanation.labels[i]), float(explanation.probabilities[i])) for i in order]
     top, p = ranked[0]
     confidence = assess_confidence(ranked)
     advice = recommendation(top.severity, confidence.low)

@@ -85,3 +85,19 @@ def write_ham_dataset(root: Path, per_class: int = 10, size: tuple[int, int] = (
             n += 1
     write_metadata(root / "HAM10000_metadata.csv", rows)
     return rows
+
+
+def synthetic_records(lesions_per_class: dict[str, int], seed: int = 0) -> list:
+    """training.data.Record rows without image files (for split tests): 1 to 3 images per lesion."""
+    from training.data import Record
+
+    rng = np.random.default_rng(seed)
+    records, n, lesion = [], 0, 0
+    for dx, count in lesions_per_class.items():
+        for _ in range(count):
+            for _ in range(int(rng.integers(1, 4))):
+                image_id = f"ISIC_{8000000 + n:07d}"
+                records.append(Record(image_id, f"HAM_{8000000 + lesion:07d}", dx, Path(f"{image_id}.jpg")))
+                n += 1
+            lesion += 1
+    return records

@@ -1,6 +1,8 @@
 """The model card (README.md) written beside an exported checkpoint, numbers taken from the evaluation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from huggingface_hub import EvalResult, ModelCardData
 
 DATA_CITATION = ("Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of "
@@ -13,8 +15,10 @@ def _fmt_ci(m: dict, key: str) -> str:
     return f"{m[key]:.3f} (95% CI {iv[0]:.3f}–{iv[1]:.3f})" if iv else f"{m[key]:.3f}"
 
 
-def render_card(results: dict, args: dict, arch: str, sizes: dict) -> str:
+def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dict | None = None) -> str:
+    """training: the config.json "training" block (best epoch and its validation balanced accuracy)."""
     test, val = results["test"], results["val"]
+    training = training or {}
     evals = [EvalResult(task_type="image-classification", dataset_type="ham10000", dataset_name=
                         "HAM10000 (lesion-grouped test split)", metric_type=key, metric_name=name,
                         metric_value=round(value, 4))
@@ -30,10 +34,17 @@ def render_card(results: dict, args: dict, arch: str, sizes: dict) -> str:
         f"| {name} | {c['n']} | {c['sensitivity']:.3f} | {c['specificity']:.3f} | "
         f"{c['auc']:.3f} |" if c["auc"] is not None and c["sensitivity"] is not None else f"| {name} | {c['n']} | – | – | – |"
         for name, c in test["per_class"].items())
-    recipe = ("from ImageNet weights (timm), three phases: classifier head, last stage, full network"
-              if args.get("pretrained") or args.get("init") else
-              "from scratch (no pretrained weights could be reached), full network")
-    size = args.get("img_size")
+    phases = "three phases: classifier head, last stage, full network"
+    if args.get("init"):
+        recipe = f"from the checkpoint `{Path(args['init']).name}`, {phases}"
+    elif args.get("pretrained"):
+        recipe = f"from ImageNet weights (timm), {phases}"
+    else:
+        recipe = "from scratch (no pretrained weights could be reached), full network"
+    size = args.get("img_size") or []
+    size = f"{size[0]}×{size[-1]} (height×width)" if size else "the architecture's default size"
+    best = (f"best epoch {training['best_epoch']}, validation balanced accuracy "
+            f"{training['val_balanced_accuracy']:.3f}" if training.get("best_epoch") else "best epoch in `config.json`")
     return f"""---
 {data.to_yaml()}
 ---
@@ -55,12 +66,12 @@ test {sizes['test']}. `split.csv` beside this card lists every image's split. Ea
 temperature were chosen on validation only; the test split was used once, for the numbers below.
 
 ## Training recipe
-Input {size} px (crop_pct 1.0, bicubic, ImageNet mean/std; the facts are in `config.json`'s
+Input {size} pixels (crop_pct 1.0, bicubic, ImageNet mean/std; the facts are in `config.json`'s
 `pretrained_cfg`). AdamW, cosine schedule, weight EMA {args.get('ema')}, label smoothing
 {args.get('label_smoothing')}, batch {args.get('batch_size')}. Imbalance: classes sampled ∝ n^{args.get('sampling_power')}
 and a logit-adjusted loss for that sampling prior, so raw outputs target balanced accuracy.
 Augmentation: random resized crop, any rotation, both flips, mild colour jitter. Early stopping on
-validation balanced accuracy (best: {val.get('model', {}).get('id', '')} epoch listed in `config.json`).
+validation balanced accuracy ({best}, judged on the EMA weights that are exported).
 Per-epoch numbers: `metrics.csv`.
 
 ## Test-split results (n = {test['n']} images)

@@ -111,11 +111,6 @@ def format_summary(m: dict) -> str:
     return "\n".join(lines)
 
 
-def write_card(out: Path, results: dict, args: dict, arch: str, sizes: dict) -> None:
-    from .card import render_card
-    (out / "README.md").write_text(render_card(results, args, arch, sizes))
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="checkpoint folder or Hub repo id (default: the bundled model)")

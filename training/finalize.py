@@ -43,7 +43,9 @@ def finalize(out: Path, parts: dict[str, list[Record]], train_args: dict, device
             f"macro AUC {results[part]['macro_auc']:.4f}, ECE {results[part]['ece']:.4f}")
     (out / "evaluation.json").write_text(json.dumps(results, indent=2))
     arch = classifier.checkpoint.config["architecture"]
-    (out / "README.md").write_text(render_card(results, train_args, arch, {k: len(v) for k, v in parts.items()}))
+    sizes = {k: len(v) for k, v in parts.items()}
+    training = classifier.checkpoint.config.get("training")  # best epoch, written by train.py's export
+    (out / "README.md").write_text(render_card(results, train_args, arch, sizes, training))
     log(f"calibrated (T = {temperature:.3f}) and evaluated; model card written to {out / 'README.md'}")
     return results
 

@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from model.inference import softmax
 from model.preprocess import DataConfig
 
 from . import augment
-from .data import decode_all, grouped_split, load_records, read_split, write_split
+from .data import DataError, decode_all, grouped_split, load_records, read_split, write_split
 from .export import export_checkpoint
 from .metrics import classification_metrics
 
@@ -62,6 +63,8 @@ p.add_argument("--resume", action="store_true", help="continue from the training
 p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
 args = p.parse_args()
+if args.init:
+    args.pretrained = False  # the weights come from --init, not from the Hub
 
 # ---- devices and processes -------------------------------------------------------------------------
 distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
@@ -81,7 +84,10 @@ if main_process:  # the model card and `training.finalize` read these back
     (out / "train_args.json").write_text(json.dumps(vars(args), indent=1))
 
 # ---- data: validated records, the lesion-grouped split, images decoded once --------------------------
-records = load_records(args.data_dir)
+try:
+    records = load_records(args.data_dir)
+except DataError as exc:  # every problem listed at once, before any training; no traceback
+    sys.exit(f"error: {exc}")
 split_path = out / "split.csv"
 if args.resume and split_path.exists():
     split = read_split(split_path)
@@ -90,6 +96,7 @@ else:
     if main_process:
         write_split(split_path, records, split)
 parts = {name: [r for r in records if split[r.image_id] == name] for name in ("train", "val", "test")}
+log(f"{world} process(es) on {device}" + (" (DistributedDataParallel)" if distributed else ""))
 log("split (images): " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()) + " — grouped by lesion_id")
 labels = list(CODES)
 img_size = tuple(args.img_size * 2 if len(args.img_size) == 1 else args.img_size[:2])
@@ -111,6 +118,17 @@ cfg_overlay = dict(input_size=(3, *img_size), crop_pct=1.0, interpolation="bicub
 if args.init:
     model = timm.create_model(f"local-dir:{args.init}", pretrained=True, num_classes=len(labels),
                               pretrained_cfg_overlay=cfg_overlay)
+    # The init checkpoint may order its classes differently: row i of the head must score labels[i].
+    init_labels = json.loads((Path(args.init) / "config.json").read_text()).get("label_names") or []
+    if sorted(init_labels) == sorted(labels):
+        fc = model.get_classifier()
+        rows = torch.tensor([init_labels.index(c) for c in labels])
+        with torch.no_grad():
+            fc.weight.copy_(fc.weight[rows])
+            if fc.bias is not None:
+                fc.bias.copy_(fc.bias[rows])
+    else:
+        model.reset_classifier(len(labels))
 else:
     model = timm.create_model(args.arch, pretrained=args.pretrained, num_classes=len(labels),
                               pretrained_cfg_overlay=cfg_overlay)
@@ -126,9 +144,10 @@ class_sampling = counts ** args.sampling_power
 sample_weight = (class_sampling / counts)[train_y]
 log_prior = (class_sampling / class_sampling.sum()).log().float().to(device)
 
-last_stage = model.feature_info[-1]["module"].split(".")[0] if hasattr(model, "feature_info") else None
-head_names = {n for n, _ in model.named_parameters()
-              if n.startswith(model.pretrained_cfg.get("classifier", "fc"))}
+# The last stage is the module of the last feature map ("layer4", "stages.3"): its own prefix only.
+last_stage = model.feature_info[-1]["module"] + "." if hasattr(model, "feature_info") else None
+head_ids = {id(q) for q in model.get_classifier().parameters()}
+head_names = {n for n, q in model.named_parameters() if id(q) in head_ids}
 phases = [("full", lambda n: True, args.epochs, args.lr or (1e-4 if fine_tuning else 2e-3))]
 if fine_tuning:
     phases = [("head", lambda n: n in head_names, args.head_epochs, args.head_lr),
@@ -154,6 +173,14 @@ def save_state(path_prefix: Path, state: dict, tensors: dict) -> None:
     Path(f"{path_prefix}.json").write_text(json.dumps(state, indent=1))
 
 
+def weight_tensors() -> dict:
+    """The model's and the EMA's weights, both needed to resume at any epoch or phase boundary."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+    return tensors
+
+
 def optimizer_tensors(opt) -> tuple[dict, dict]:
     sd = opt.state_dict()
     tensors = {f"optim.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
@@ -168,9 +195,11 @@ if args.resume and Path(f"{state_prefix}.json").exists():
     state = json.loads(Path(f"{state_prefix}.json").read_text())
     resume_tensors = load_file(f"{state_prefix}.safetensors")
     model.load_state_dict({k[6:]: v for k, v in resume_tensors.items() if k.startswith("model.")})
-    if ema is not None:
-        ema.module.load_state_dict({k[4:]: v for k, v in resume_tensors.items() if k.startswith("ema.")})
-    log(f"resumed at phase {phases[state['phase']][0]}, epoch {state['epoch']}, best {state['best']:.4f}")
+    ema_state = {k[4:]: v for k, v in resume_tensors.items() if k.startswith("ema.")}
+    if ema is not None:  # a state saved without the EMA restarts it from the resumed weights
+        ema.module.load_state_dict(ema_state or model.state_dict())
+    where = phases[state["phase"]][0] if state["phase"] < len(phases) else "end (every phase is done)"
+    log(f"resumed at phase {where}, epoch {state['epoch']}, best {state['best']:.4f}")
 
 metrics_path = out / "metrics.csv"
 if main_process and not (args.resume and metrics_path.exists()):
@@ -267,17 +296,14 @@ for phase_index in range(state["phase"], len(phases)):
                                                              "init": args.init, "best_epoch": state["best_epoch"],
                                                              "val_balanced_accuracy": state["best"]}})
             tensors, groups = optimizer_tensors(opt)
-            tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-            if ema is not None:
-                tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-            save_state(state_prefix, {**state, "optimizer": groups}, tensors)
+            save_state(state_prefix, {**state, "optimizer": groups}, {**tensors, **weight_tensors()})
         if state["stale"] >= args.patience:
             log(f"early stop of phase {name}: {args.patience} epochs without a better val balanced accuracy")
             break
     state.update(phase=phase_index + 1, epoch=0, stale=0)
     resume_tensors = None
     if main_process:
-        save_state(state_prefix, state, {f"model.{k}": v for k, v in model.state_dict().items()})
+        save_state(state_prefix, state, weight_tensors())
 
 # ---- calibration and evaluation of the exported best checkpoint, through the app's predictor ---------
 if main_process:
