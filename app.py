@@ -56,14 +56,14 @@ def build_ui(classifier) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Row(equal_height=True):
-                    image = ui.upload_input(label="Dermoscopic image", height=340,
-                                             sources=["upload", "clipboard"])
+                    image = ui.upload_input(label="Dermoscopic image", height=340, elem_id="upload",
+                                            sources=["upload", "clipboard"])
                     overlay = gr.Image(label="Grad-CAM heatmap", interactive=False, format="png", height=340,
-                                       buttons=["download", "fullscreen"])
+                                       buttons=["download", "fullscreen"], elem_id="overlay")
                 with gr.Row(equal_height=True):
                     analyse = gr.Button("Analyse", variant="primary", scale=1)
                     heatmap_class = gr.Dropdown(ui.heatmap_choices(classifier.labels), value=ui.TOP_CLASS,
-                                                label="Heatmap for", scale=2)
+                                                label="Heatmap for", scale=2, elem_id="heatmap-class")
                     opacity = gr.Slider(0.0, 1.0, value=ui.DEFAULT_OPACITY, step=0.05,
                                         label="Heatmap opacity", scale=2)
                 truth = gr.Textbox(label="True class (HAM10000)", visible=False)
@@ -74,9 +74,9 @@ def build_ui(classifier) -> gr.Blocks:
                 gr.Markdown("Example images: HAM10000 (Tschandl et al., Sci Data 2018), CC BY-NC 4.0; "
                             "sources in examples/README.md.", elem_classes="fineprint")
             with gr.Column(scale=2):
-                summary = gr.HTML()
+                summary = gr.HTML(elem_id="summary")
                 probabilities = gr.Label(num_top_classes=len(classifier.labels),
-                                         label="Probability of each class")
+                                         label="Probability of each class", elem_id="probabilities")
         with gr.Accordion("Case details (optional) and PDF report", open=False):
             with gr.Row():
                 reference = gr.Textbox("", label="Case reference")
@@ -89,7 +89,7 @@ def build_ui(classifier) -> gr.Blocks:
             notes = gr.Textbox("", label="Clinical notes", lines=3)
             with gr.Row(equal_height=True):
                 make_report = gr.Button("Create PDF report", variant="primary", scale=1)
-                report = gr.File(label="PDF report", interactive=False, scale=2)
+                report = gr.File(label="PDF report", interactive=False, scale=2, elem_id="report-file")
         gr.Markdown(f"{PRIVACY}  \nModel: `{info['id']}` @ `{info['revision'][:12]}` ({info['architecture']}, "
                     f"{info['backend']}), weights SHA-256 `{info['sha256'][:12]}…`", elem_classes="fineprint")
 
@@ -179,7 +179,10 @@ def main(argv=None) -> None:
     except ModelLoadError as exc:
         sys.exit(f"error: {exc}")
     print(f"Serving on http://{args.host}:{args.port} (UI at /, REST docs at /docs)", flush=True)
-    server(app, args.host, args.port).run()
+    try:
+        server(app, args.host, args.port).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its clean shutdown: nothing left to report
+        pass
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def run(args) -> dict:
         except Exception as exc:  # noqa: BLE001  (recorded: the rest of the results still stand)
             return None, f"{exc.__class__.__name__}: {exc}"
 
-    print(f"starting the {', '.join(classifiers)} server(s) ...", file=sys.stderr, flush=True)
+    print(f"starting the server ({', '.join(classifiers)}) ...", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=len(classifiers) if args.quick else 1) as pool:
         for backend, (measured, error) in zip(classifiers, pool.map(server, list(classifiers))):
             result["backends"][backend]["server"] = measured
@@ -117,6 +117,7 @@ def run(args) -> dict:
                 result["errors"][f"{backend}.server"] = error
     result["machine"]["load_average_end"] = _load()
     result["ratios"] = summary.ratios(result)
+    result["ratios_cpu"] = summary.ratios(result, "cpu_median_ms")
     result["targets"] = summary.targets(result)
     return result
 

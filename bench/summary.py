@@ -12,27 +12,32 @@ TARGETS = (
 )
 
 
-def _median(section: dict | None, step: str) -> float | None:
+def _median(section: dict | None, step: str, key: str = "median_ms") -> float | None:
     value = (section or {}).get(step)
-    return value["median_ms"] if isinstance(value, dict) else None
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def ratios(result: dict) -> dict:
+def ratios(result: dict, key: str = "median_ms") -> dict:
+    """The issue's ratios from wall-time medians (key="median_ms") or CPU-time medians ("cpu_median_ms")."""
     backends = result["backends"]
     torch, onnx = backends.get("torch"), backends.get("onnx")
     cam = result["pytorch_grad_cam"]
+
+    def m(section, step):
+        return _median(section, step, key)
+
     return {
-        "analyze_over_forward": {b: _ratio(_median(s, "analyze"), _median(s, "forward")) for b, s in backends.items()},
-        "analyze_over_predict": {b: _ratio(_median(s, "analyze"), _median(s, "predict")) for b, s in backends.items()},
-        "pytorch_grad_cam_over_analyze": _ratio(_median(cam, "top_class"), _median(torch, "analyze")),
-        "pytorch_grad_cam_all_classes_over_analyze": _ratio(_median(cam, "all_classes"), _median(torch, "analyze")),
-        "pytorch_grad_cam_over_onnx_analyze": _ratio(_median(cam, "top_class"), _median(onnx, "analyze")),
-        "torch_over_onnx_forward": _ratio(_median(torch, "forward"), _median(onnx, "forward")),
-        "torch_over_onnx_analyze": _ratio(_median(torch, "analyze"), _median(onnx, "analyze")),
+        "analyze_over_forward": {b: _ratio(m(s, "analyze"), m(s, "forward")) for b, s in backends.items()},
+        "analyze_over_predict": {b: _ratio(m(s, "analyze"), m(s, "predict")) for b, s in backends.items()},
+        "pytorch_grad_cam_over_analyze": _ratio(m(cam, "top_class"), m(torch, "analyze")),
+        "pytorch_grad_cam_all_classes_over_analyze": _ratio(m(cam, "all_classes"), m(torch, "analyze")),
+        "pytorch_grad_cam_over_onnx_analyze": _ratio(m(cam, "top_class"), m(onnx, "analyze")),
+        "torch_over_onnx_forward": _ratio(m(torch, "forward"), m(onnx, "forward")),
+        "torch_over_onnx_analyze": _ratio(m(torch, "analyze"), m(onnx, "analyze")),
     }
 
 
@@ -74,30 +79,38 @@ def table(result: dict) -> str:
              f"{result['image']['width']}x{result['image']['height']}; batch 1; medians of {result['settings']['runs']} "
              f"runs after {result['settings']['warmup']} warm-up",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; load average at start "
-             f"{result['machine']['load_average_start']}, end {result['machine']['load_average_end']}", ""]
-    header = f"{'step':<34}" + "".join(f"{b + ' ms':>14}" for b in names)
+             f"{result['machine']['load_average_start']}, end {result['machine']['load_average_end']}",
+             "wall: elapsed time; cpu: CPU time of the process, all threads (the work itself, spin-waiting "
+             "included; it barely grows when other processes load the machine)", ""]
+    header = f"{'step':<36}" + "".join(f"{b + ' wall':>12}{b + ' cpu':>12}" for b in names)
     lines += [header, "-" * len(header)]
-    for step, label in (("forward", "plain forward"), ("predict", "predict (decode+preprocess+fwd)"),
-                        ("analyze", "analyze (probs+all CAMs+overlay)")):
-        lines.append(f"{label:<34}" + "".join(f"{_fmt(_median(backends[b], step)):>14}" for b in names))
-    server = {b: backends[b].get("server") or {} for b in names}
-    lines.append(f"{'REST /inference round trip':<34}" +
-                 "".join(f"{_fmt((server[b].get('rest_inference_ms') or {}).get('median_ms')):>14}" for b in names))
-    lines.append(f"{'first request after start':<34}" + "".join(f"{_fmt(server[b].get('first_request_ms')):>14}" for b in names))
-    lines.append(f"{'cold start to first answer (s)':<34}" + "".join(f"{_fmt(server[b].get('cold_start_s')):>14}" for b in names))
-    lines.append(f"{'server peak RSS (MB)':<34}" + "".join(f"{_fmt(server[b].get('peak_rss_mb')):>14}" for b in names))
+    for step, label in (("forward", "plain forward (ms)"), ("predict", "predict: decode+preprocess+fwd (ms)"),
+                        ("analyze", "analyze: probs+all CAMs+overlay (ms)")):
+        lines.append(f"{label:<36}" + "".join(f"{_fmt(_median(backends[b], step)):>12}"
+                                              f"{_fmt(_median(backends[b], step, 'cpu_median_ms')):>12}" for b in names))
+    servers = {b: backends[b].get("server") or {} for b in names}
+    for label, get in (("REST /inference round trip (ms)", lambda s: (s.get("rest_inference_ms") or {}).get("median_ms")),
+                       ("first request after start (ms)", lambda s: s.get("first_request_ms")),
+                       ("second request (ms)", lambda s: s.get("second_request_ms")),
+                       ("cold start to first answer (s)", lambda s: s.get("cold_start_s")),
+                       ("server peak RSS (MB)", lambda s: s.get("peak_rss_mb"))):
+        lines.append(f"{label:<36}" + "".join(f"{_fmt(get(servers[b])):>12}{'':>12}" for b in names))
     cam = result["pytorch_grad_cam"]
-    lines += ["", f"{'pytorch-grad-cam, top class (torch)':<40}{_fmt(_median(cam, 'top_class')):>12} ms",
-              f"{'pytorch-grad-cam, all classes (torch)':<40}{_fmt(_median(cam, 'all_classes')):>12} ms",
-              f"{'  max |app CAM - package CAM|':<40}{cam['max_abs_diff_vs_app']:>12.1e}",
-              f"{'PDF report':<40}{_fmt(result['report']['median_ms']):>12} ms", ""]
-    r = result["ratios"]
-    for name in ("analyze_over_forward", "analyze_over_predict"):
-        lines.append(f"{name:<40}" + "  ".join(f"{b} {_fmt(v)}" for b, v in r[name].items()))
-    for name in ("pytorch_grad_cam_over_analyze", "pytorch_grad_cam_all_classes_over_analyze",
-                 "pytorch_grad_cam_over_onnx_analyze", "torch_over_onnx_forward", "torch_over_onnx_analyze"):
-        lines.append(f"{name:<40}{_fmt(r[name])}")
-    lines += ["", "targets:"]
+    lines.append("")
+    for label, section in (("pytorch-grad-cam, top class (torch)", cam["top_class"]),
+                           ("pytorch-grad-cam, all classes (torch)", cam["all_classes"]),
+                           ("PDF report", result["report"])):
+        lines.append(f"{label:<40}{_fmt(section['median_ms']):>12} ms wall{_fmt(section.get('cpu_median_ms')):>12} ms cpu")
+    lines += [f"{'  max |app CAM - package CAM|':<40}{cam['max_abs_diff_vs_app']:>12.1e}", "",
+              f"{'ratio':<46}{'wall':>10}{'cpu':>10}"]
+    r, rc = result["ratios"], result.get("ratios_cpu") or {}
+    for name, value in r.items():
+        if isinstance(value, dict):
+            for b, v in value.items():
+                lines.append(f"{name + ' [' + b + ']':<46}{_fmt(v):>10}{_fmt((rc.get(name) or {}).get(b)):>10}")
+        else:
+            lines.append(f"{name:<46}{_fmt(value):>10}{_fmt(rc.get(name)):>10}")
+    lines += ["", "targets (wall time):"]
     for row in result["targets"]:
         mark = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
         who = f" [{row['backend']}]" if row["backend"] else ""

@@ -19,7 +19,8 @@ NO_EVALUATION = "No measured evaluation available for this model."
 
 # Model-card metric types (written by training/card.py) in print order, with reader-facing names.
 METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "roc_auc": "macro AUC (one-vs-rest)",
-                "accuracy": "accuracy", "recall": "melanoma sensitivity"}
+                "accuracy": "accuracy", "recall": "melanoma sensitivity",
+                "ece": "expected calibration error (15 bins)"}
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def _header(report_id: str, created: str, version: str, product: str, width: flo
     top.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "BOTTOM"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                              ("RIGHTPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)]))
     banner = _Table([[_p("RESEARCH AND EDUCATION USE ONLY · NOT A MEDICAL DEVICE · NOT A DIAGNOSIS", "banner")]],
-                   colWidths=[width])
+                    colWidths=[width])
     banner.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), ACCENT), ("TOPPADDING", (0, 0), (-1, -1), 2),
                                 ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5)]))
     return [top, banner, Spacer(1, 3)]
@@ -192,7 +192,7 @@ def _pictures_and_result(analysis, confidence, width: float) -> Table:
     severity = top.severity if top.severity in RISK_LABELS else "unknown"
     inner_w = panel_w - 12
     risk = _Table([[_p(f"Risk level: {RISK_LABELS[severity].upper()}", "risk")]], colWidths=[inner_w],
-                 hAlign="LEFT")
+                  hAlign="LEFT")
     risk.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), RISK_COLORS[severity]),
                               ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
                               ("LEFTPADDING", (0, 0), (-1, -1), 4)]))
@@ -274,7 +274,7 @@ def _disclaimer_and_signoff(width: float) -> list[Flowable]:
                              ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 4)]))
     label = lambda v: _p(escape(v), "label")  # noqa: E731
     sign = _Table([[label("Reviewing clinician (name)"), "", label("Date"), "", label("Signature"), ""]],
-                 colWidths=[112, width * 0.30, 30, width * 0.14, 50, None], rowHeights=[22])
+                  colWidths=[112, width * 0.30, 30, width * 0.14, 50, None], rowHeights=[22])
     sign.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
                               ("LINEBELOW", (1, 0), (1, 0), 0.6, INK), ("LINEBELOW", (3, 0), (3, 0), 0.6, INK),
                               ("LINEBELOW", (5, 0), (5, 0), 0.6, INK), ("LEFTPADDING", (0, 0), (-1, -1), 2),

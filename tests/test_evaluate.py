@@ -46,7 +46,8 @@ def eval_set(tmp_path_factory) -> tuple[Path, Path]:
     rows = write_ham_dataset(root, per_class=PER_CLASS, seed=3, folders=("images",))
     for row in rows[::5]:
         jpg = root / "images" / f"{row['image_id']}.jpg"
-        Image.open(jpg).save(jpg.with_suffix(".png"))
+        with Image.open(jpg) as image:
+            image.save(jpg.with_suffix(".png"))
         jpg.unlink()
     metadata = root / "labels.csv"
     with open(metadata, "w", newline="") as f:
@@ -84,7 +85,8 @@ def test_metrics_are_those_of_the_apps_predictions(evaluated, eval_set, tiny_cla
     """Scoring each image with the app's predict() (same preprocessing, temperature) gives the same numbers."""
     metrics, _, _ = evaluated
     metadata, images = eval_set
-    rows = list(csv.DictReader(open(metadata)))
+    with open(metadata, newline="") as f:
+        rows = list(csv.DictReader(f))
     y = np.array([TINY_LABELS.index(r["dx"]) for r in rows])
     probs = np.stack([tiny_classifier.predict(next(images.glob(f"{r['image_id']}.*"))).probabilities
                       for r in rows])

@@ -144,9 +144,13 @@ def test_without_model_card_or_upload_bytes_the_report_says_so(analysis, tiny_cl
 
 def test_markup_in_case_fields_prints_as_typed_in_greek_cyrillic_and_latin(analysis, tiny_classifier):
     case = CaseFields(notes=HOSTILE_NOTES, **NAMES)
-    text = pdf_pages(make(analysis, tiny_classifier, case=case))[0]
+    pdf = make(analysis, tiny_classifier, case=case)
+    text = pdf_pages(pdf)[0]
     for typed in (HOSTILE_NOTES, *NAMES.values()):
         assert typed in text
+    # Document properties are easy to overlook when a file is shared: they carry no case details.
+    properties = " ".join(str(v) for v in (pypdf.PdfReader(io.BytesIO(pdf)).metadata or {}).values())
+    assert "CASE" not in properties and "Ελένη" not in properties
 
 
 def test_scripts_outside_the_font_do_not_break_the_report(analysis, tiny_classifier):

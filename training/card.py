@@ -26,7 +26,9 @@ def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dic
                  ("balanced_accuracy", "Balanced accuracy", test["balanced_accuracy"]),
                  ("roc_auc", "Macro AUC (one-vs-rest)", test["macro_auc"]),
                  ("accuracy", "Accuracy", test["accuracy"]),
-                 ("recall", "Melanoma sensitivity", test["per_class"]["mel"]["sensitivity"] or 0.0)]]
+                 ("recall", "Melanoma sensitivity", test["per_class"].get("mel", {}).get("sensitivity")),
+                 ("ece", "Expected calibration error (15 bins)", test["ece"])]
+             if value is not None]  # a metric that could not be measured (no such class in test) is left out
     data = ModelCardData(library_name="timm", license="cc-by-nc-4.0", tags=["image-classification", "timm",
                          "dermatology", "ham10000", "grad-cam"], datasets=["ham10000"],
                          model_name=f"ham10000-{arch}", eval_results=evals, pipeline_tag="image-classification")
