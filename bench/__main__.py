@@ -76,7 +76,8 @@ def run(args) -> dict:
                         "labels": list(classifier.labels)},
               "image": {"path": str(args.image), "width": width, "height": height, "bytes": len(image_bytes)},
               "settings": {"runs": args.runs, "warmup": args.warmup, "requests": args.requests, "quick": args.quick,
-                           "backends": args.backends, "servers_side_by_side": args.quick},
+                           "backends": args.backends, "servers_side_by_side": args.quick,
+                           "timed_in": "a worker thread, as the server runs the analysis"},
               "backends": {}, "errors": {}}
 
     classifiers = {"torch": classifier} if "torch" in args.backends else {}

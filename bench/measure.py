@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -23,7 +24,15 @@ def timings_ms(steps: dict[str, Callable[[], object]], runs: int, warmup: int) -
     every step alike instead of one, which keeps the ratios between steps honest. cpu_median_ms is
     the CPU time this process used (all threads): unlike wall time it barely grows when other
     processes take the cores, so it shows the work itself on a busy machine (spin-waiting included).
+
+    The steps run in a worker thread, as the server runs them (FastAPI and Gradio call the analysis
+    in worker threads): PyTorch's CPU threading differs between the main thread and other threads.
     """
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(_timings_ms, steps, runs, warmup).result()
+
+
+def _timings_ms(steps: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, dict]:
     for _ in range(warmup):
         for fn in steps.values():
             fn()
