@@ -73,8 +73,8 @@ def resolve(spec: str | os.PathLike | None = None) -> Checkpoint:
         else:
             # Snapshots live in .../snapshots/<commit>: that commit is the exact revision loaded.
             return _checked(directory, model_id=repo_id, revision=directory.name)
-    else:
-        tried.append(f"Hub repo id (not one: expected 'org/name' or 'org/name@revision')")
+    elif not (path.is_absolute() or spec.startswith((".", "~"))):  # a path was meant: the Hub is noise
+        tried.append("Hub repo id (not one: expected 'org/name' or 'org/name@revision')")
     raise ModelLoadError(
         f"Could not load the model '{spec}'. Tried: " + "; ".join(tried) + ". Fix: pass --model "
         "(or set SKIN_MODEL to) a folder holding config.json and model.safetensors, or a Hugging Face "

@@ -61,14 +61,23 @@ def test_uncached_hub_repo_offline_gives_one_clear_message(hf_offline_cache):
     assert "Traceback" not in message and "\n" not in message
 
 
-def test_spec_that_is_neither_folder_nor_repo_id(tmp_path):
-    spec = str(tmp_path / "no" / "such" / "model")
+def test_spec_that_is_neither_folder_nor_repo_id():
+    spec = "no-such-folder/with/three-parts"
     with pytest.raises(ModelLoadError) as error:
         get_classifier(spec)
     message = str(error.value)
     assert spec in message and "does not exist" in message
     assert "not one: expected 'org/name'" in message
     assert "--model" in message and "SKIN_MODEL" in message
+
+
+def test_missing_absolute_folder_is_reported_as_a_folder_only(tmp_path):
+    spec = str(tmp_path / "no" / "such" / "model")
+    with pytest.raises(ModelLoadError) as error:
+        get_classifier(spec)
+    message = str(error.value)
+    assert spec in message and "does not exist" in message and "--model" in message
+    assert "not one: expected" not in message  # a path was meant; no noise about Hub id syntax
 
 
 def test_folder_without_safetensors_weights_is_refused_with_a_hint(tiny_checkpoint, tmp_path):
