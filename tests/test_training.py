@@ -21,6 +21,7 @@ from test_evaluate import assert_complete_metrics
 from training.data import DataError, grouped_split, load_records, read_split, write_split
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_PLOTS = ("plots/confusion_matrix.png", "plots/reliability.png", "plots/roc.png")  # drawn by finalize
 # Small and quick: a 0.5M-parameter timm ResNet at 48 px, batch 8, one thread (a second one only
 # spins on a model this small).
 QUICK = ["--arch", "test_resnet", "--img-size", "48", "--batch-size", "8", "--bootstrap", "50",
@@ -119,6 +120,8 @@ def test_evaluation_and_model_card_are_written(smoke):
                    "from the checkpoint"):
         assert needle in card, needle
     assert "ImageNet weights (timm)" not in card  # it started from --init, not from the Hub
+    for plot in TEST_PLOTS:  # the test-split figures exist and the card shows them
+        assert (out / plot).stat().st_size > 1000 and f"]({plot})" in card
 
 
 def test_split_beside_the_checkpoint_is_grouped_and_reproducible(smoke, ham_dir):
@@ -308,10 +311,11 @@ def test_push_uploads_exactly_the_model_files(smoke, hub_calls, monkeypatch, cap
     assert create_kw["private"] is True and create_kw["exist_ok"] is True
     assert Path(upload_kw["folder_path"]) == out
     assert upload_kw["allow_patterns"] == ["config.json", "model.safetensors", "README.md",
-                                           "split.csv", "evaluation.json", "metrics.csv"]
+                                           "split.csv", "evaluation.json", "metrics.csv",
+                                           *TEST_PLOTS]
     # Training state and local paths exist in the folder but are not published.
     assert (out / "train_state.safetensors").exists() and (out / "train_args.json").exists()
-    assert "published 6 files" in capsys.readouterr().out
+    assert "published 9 files" in capsys.readouterr().out
 
 
 def test_push_dry_run_lists_the_files_without_a_token(smoke, hub_calls, capsys):
@@ -320,7 +324,7 @@ def test_push_dry_run_lists_the_files_without_a_token(smoke, hub_calls, capsys):
     assert main([str(out), "--repo-id", "test-org/skin-lesions", "--dry-run"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert listed == ["config.json", "model.safetensors", "README.md", "split.csv", "evaluation.json",
-                      "metrics.csv"]
+                      "metrics.csv", *TEST_PLOTS]
     assert hub_calls == []
 
 

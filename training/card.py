@@ -15,8 +15,10 @@ def _fmt_ci(m: dict, key: str) -> str:
     return f"{m[key]:.3f} (95% CI {iv[0]:.3f}–{iv[1]:.3f})" if iv else f"{m[key]:.3f}"
 
 
-def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dict | None = None) -> str:
-    """training: the config.json "training" block (best epoch and its validation balanced accuracy)."""
+def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dict | None = None,
+                plots: list[str] = ()) -> str:
+    """training: the config.json "training" block (best epoch and its validation balanced accuracy);
+    plots: test-split figures beside the card (paths relative to it)."""
     test, val = results["test"], results["val"]
     training = training or {}
     evals = [EvalResult(task_type="image-classification", dataset_type="ham10000", dataset_name=
@@ -43,6 +45,7 @@ def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dic
         recipe = f"from ImageNet weights (timm), {phases}"
     else:
         recipe = "from scratch (no pretrained weights could be reached), full network"
+    figures = "".join(f"![{Path(p).stem.replace('_', ' ')}]({p})\n" for p in plots) + ("\n" if plots else "")
     size = args.get("img_size") or []
     size = f"{size[0]}×{size[-1]} (height×width)" if size else "the architecture's default size"
     best = (f"best epoch {training['best_epoch']}, validation balanced accuracy "
@@ -90,7 +93,7 @@ Intervals: percentile bootstrap over lesions ({test['ci95'].get('n_boot')} resam
 |---|---|---|---|---|
 {rows}
 
-Validation: balanced accuracy {_fmt_ci(val, 'balanced_accuracy')}, macro AUC {_fmt_ci(val, 'macro_auc')}.
+{figures}Validation: balanced accuracy {_fmt_ci(val, 'balanced_accuracy')}, macro AUC {_fmt_ci(val, 'macro_auc')}.
 
 ## Calibration
 Temperature {results['temperature']:.3f}, fitted on the validation split (NLL, LBFGS) and stored in

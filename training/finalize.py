@@ -20,7 +20,7 @@ from model.inference import Classifier, softmax
 
 from .card import render_card
 from .data import Record, load_records, read_split
-from .evaluate import evaluate_records
+from .evaluate import draw_plots, evaluate_records, score_records
 from .export import update_config
 from .metrics import classification_metrics, fit_temperature
 
@@ -37,15 +37,18 @@ def finalize(out: Path, parts: dict[str, list[Record]], train_args: dict, device
     results = {"temperature": temperature,
                "ece_val_before": classification_metrics(val_y, softmax(val_logits), labels, n_boot=0)["ece"]}
     for part in ("val", "test"):
-        results[part] = evaluate_records(classifier, parts[part], n_boot=n_boot)
+        scores = score_records(classifier, parts[part])
+        results[part] = evaluate_records(classifier, parts[part], n_boot=n_boot, scores=scores)
         ci = results[part]["ci95"]["balanced_accuracy"]
         log(f"{part}: balanced accuracy {results[part]['balanced_accuracy']:.4f} (95% CI {ci}), "
             f"macro AUC {results[part]['macro_auc']:.4f}, ECE {results[part]['ece']:.4f}")
     (out / "evaluation.json").write_text(json.dumps(results, indent=2))
+    plots = draw_plots(results["test"], scores[0], scores[1], out / "plots")  # `scores` are the test split's
     arch = classifier.checkpoint.config["architecture"]
     sizes = {k: len(v) for k, v in parts.items()}
     training = classifier.checkpoint.config.get("training")  # best epoch, written by train.py's export
-    (out / "README.md").write_text(render_card(results, train_args, arch, sizes, training))
+    (out / "README.md").write_text(render_card(results, train_args, arch, sizes, training,
+                                                   [p.relative_to(out).as_posix() for p in plots]))
     log(f"calibrated (T = {temperature:.3f}) and evaluated; model card written to {out / 'README.md'}")
     return results
 

@@ -4,7 +4,7 @@
 
 The token comes from the environment (HF_TOKEN) or a saved `hf auth login`, never from the command
 line, where it would end up in the shell history. Only what a user of the model needs is uploaded:
-weights, config, model card, the split and the evaluation; the training state (optimizer moments)
+weights, config, model card, the split, the evaluation and its plots; the training state (optimizer moments)
 and train_args.json (local paths) stay home.
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ def files_to_upload(directory: Path) -> list[str]:
     if not (directory / CARD_NAME).is_file():
         raise PushError(f"{directory} has no {CARD_NAME} model card; it is written at the end of "
                         "`python -m training.train` (or by `python -m training.finalize`).")
-    return list(REQUIRED) + [name for name in OPTIONAL if (directory / name).is_file()]
+    plots = sorted(p.relative_to(directory).as_posix() for p in (directory / "plots").glob("*.png"))
+    return list(REQUIRED) + [name for name in OPTIONAL if (directory / name).is_file()] + plots
 
 
 def check_repo_id(repo_id: str) -> str:
