@@ -86,3 +86,20 @@ def read_config(directory: Path) -> dict:
 
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def mel_bytes(mel_600x450) -> bytes:
+    """The 600×450 melanoma example as uploaded: the file's bytes."""
+    return mel_600x450.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def rest_client(tiny_classifier):
+    """The REST API on the tiny checkpoint with default limits, called in-process (no socket)."""
+    from fastapi.testclient import TestClient
+
+    from serving.rest import Limits, create_rest_app
+
+    with TestClient(create_rest_app(tiny_classifier, Limits()), raise_server_exceptions=False) as c:
+        yield c

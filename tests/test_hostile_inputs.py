@@ -47,14 +47,13 @@ def png_declaring(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_classifier):
-    with TestClient(create_rest_app(tiny_classifier, Limits()), raise_server_exceptions=False) as c:
-        yield c
+def client(rest_client):
+    return rest_client
 
 
 @pytest.fixture(scope="module")
-def jpeg_bytes(mel_600x450) -> bytes:
-    return mel_600x450.read_bytes()
+def jpeg_bytes(mel_bytes) -> bytes:
+    return mel_bytes
 
 
 def assert_refused(response, status: int, words: str) -> None:

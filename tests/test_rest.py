@@ -27,14 +27,8 @@ def decode_png(text: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_classifier):
-    with TestClient(create_rest_app(tiny_classifier, Limits()), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def mel_bytes(mel_600x450) -> bytes:
-    return mel_600x450.read_bytes()
+def client(rest_client):
+    return rest_client
 
 
 def test_inference_answers_the_seed_contract(client, tiny_classifier, mel_bytes):
