@@ -1,6 +1,7 @@
 """The model card (README.md) written beside an exported checkpoint, numbers taken from the evaluation."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
@@ -13,6 +14,31 @@ DATA_CITATION = ("Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a 
 def _fmt_ci(m: dict, key: str) -> str:
     iv = (m.get("ci95") or {}).get(key)
     return f"{m[key]:.3f} (95% CI {iv[0]:.3f}–{iv[1]:.3f})" if iv else f"{m[key]:.3f}"
+
+
+def _phases_run(args: dict) -> str:
+    ran = [name for name, key in (("classifier head", "head_epochs"), ("last stage", "stage_epochs"),
+                                  ("full network", "epochs")) if (args.get(key) or 0) > 0]
+    return f"{len(ran)} phase{'s' if len(ran) != 1 else ''}: " + ", ".join(ran)
+
+
+def _lineage(init: str) -> str:
+    """What an --init checkpoint was, read from its own config.json: " (resnet18, input 112×144, ...)"."""
+    try:
+        config = json.loads((Path(init) / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    training, size = config.get("training") or {}, (config.get("pretrained_cfg") or {}).get("input_size")
+    facts = [config.get("architecture", "")]
+    if size:
+        facts.append(f"input {size[1]}×{size[2]}")
+    facts.append(f"itself started from `{Path(training['init']).name}`" if training.get("init") else
+                 "from ImageNet weights" if training.get("pretrained") else "trained from scratch")
+    if training.get("best_epoch"):
+        facts.append(f"best epoch {training['best_epoch']}")
+    if training.get("val_balanced_accuracy") is not None:
+        facts.append(f"validation balanced accuracy {training['val_balanced_accuracy']:.3f}")
+    return " (" + ", ".join(f for f in facts if f) + ")"
 
 
 def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dict | None = None,
@@ -38,9 +64,9 @@ def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dic
         f"| {name} | {c['n']} | {c['sensitivity']:.3f} | {c['specificity']:.3f} | "
         f"{c['auc']:.3f} |" if c["auc"] is not None and c["sensitivity"] is not None else f"| {name} | {c['n']} | – | – | – |"
         for name, c in test["per_class"].items())
-    phases = "three phases: classifier head, last stage, full network"
+    phases = _phases_run(args)
     if args.get("init"):
-        recipe = f"from the checkpoint `{Path(args['init']).name}`, {phases}"
+        recipe = f"from the checkpoint `{Path(args['init']).name}`{_lineage(args['init'])}, {phases}"
     elif args.get("pretrained"):
         recipe = f"from ImageNet weights (timm), {phases}"
     else:
