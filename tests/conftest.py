@@ -103,3 +103,16 @@ def rest_client(tiny_classifier):
 
     with TestClient(create_rest_app(tiny_classifier, Limits()), raise_server_exceptions=False) as c:
         yield c
+
+
+class RaisingClassifier:
+    """A loaded classifier whose predict raises RuntimeError(message(source)): an internal failure."""
+
+    def __init__(self, classifier, message):
+        self._classifier, self._message = classifier, message
+
+    def __getattr__(self, name):
+        return getattr(self._classifier, name)
+
+    def predict(self, source):
+        raise RuntimeError(self._message(source))

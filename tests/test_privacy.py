@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import RaisingClassifier
 from fastapi.testclient import TestClient
 
 from serving.rest import Limits, create_rest_app
@@ -17,21 +18,13 @@ CASE = {"reference": "PRIV-REF-93731", "age": 63, "sex": "male", "body_site": "s
 SECRETS = ["PRIV-REF-93731", "qwerty-5521", "Zyxwvut", "Secretname"]
 
 
+def quoting_failure(source) -> str:
+    """An internal error whose message quotes the caller's data: it must never reach a log or reply."""
+    return f"kernel failed on input {bytes(source)[:64]!r} for PRIV-REF-93731"
+
+
 def files_under(*directories: Path) -> dict[str, int]:
     return {str(p): p.stat().st_size for d in directories for p in d.rglob("*") if p.is_file()}
-
-
-class FailingClassifier:
-    """A classifier whose forward pass fails with a message that quotes the caller's data."""
-
-    def __init__(self, classifier):
-        self._classifier = classifier
-
-    def __getattr__(self, name):
-        return getattr(self._classifier, name)
-
-    def predict(self, source):
-        raise RuntimeError(f"kernel failed on input {bytes(source)[:64]!r} for PRIV-REF-93731")
 
 
 @pytest.fixture
@@ -81,7 +74,7 @@ def test_requests_leave_no_files_and_no_trace_in_logs(tiny_classifier, mel_600x4
 def test_an_internal_failure_logs_only_its_kind(tiny_classifier, mel_600x450, isolated_dirs, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     encoded = base64.b64encode(mel_600x450.read_bytes()).decode()
-    with TestClient(create_rest_app(FailingClassifier(tiny_classifier), Limits()),
+    with TestClient(create_rest_app(RaisingClassifier(tiny_classifier, quoting_failure), Limits()),
                     raise_server_exceptions=False) as client:
         response = client.post("/report", json={"image_data": encoded, **CASE})
     assert response.status_code == 500

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from conftest import RaisingClassifier
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -40,22 +41,9 @@ def test_fuzzed_requests_never_get_a_server_error(rest_schema, path, mode):
     assert all(status < 500 for status in seen)
 
 
-class BrokenClassifier:
-    """A classifier that fails on every image: the fuzzer must notice the 500s it causes."""
-
-    def __init__(self, classifier):
-        self._classifier = classifier
-
-    def __getattr__(self, name):
-        return getattr(self._classifier, name)
-
-    def predict(self, source):
-        raise RuntimeError("broken on purpose")
-
-
 def test_the_fuzzer_does_catch_server_errors(tiny_classifier):
-    broken = schemathesis.openapi.from_asgi("/openapi.json",
-                                            create_rest_app(BrokenClassifier(tiny_classifier), Limits()))
+    broken_app = create_rest_app(RaisingClassifier(tiny_classifier, lambda _: "broken on purpose"), Limits())
+    broken = schemathesis.openapi.from_asgi("/openapi.json", broken_app)
 
     @given(case=broken["/inference"]["POST"].as_strategy(generation_mode=GenerationMode.POSITIVE))
     @settings(max_examples=10, deadline=None, database=None, derandomize=True,

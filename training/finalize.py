@@ -36,8 +36,11 @@ def finalize(out: Path, parts: dict[str, list[Record]], train_args: dict, device
     classifier = Classifier(resolve(out), device=device)  # reload: the temperature is part of the model
     results = {"temperature": temperature,
                "ece_val_before": classification_metrics(val_y, softmax(val_logits), labels, n_boot=0)["ece"]}
+    val_groups = np.array([r.lesion_id for r in parts["val"]])
     for part in ("val", "test"):
-        scores = score_records(classifier, parts[part])
+        # Validation logits are already known: only the fitted temperature changes its probabilities.
+        scores = (val_y, softmax(val_logits, classifier.temperature), val_groups) if part == "val" \
+            else score_records(classifier, parts[part])
         results[part] = evaluate_records(classifier, parts[part], n_boot=n_boot, scores=scores)
         ci = results[part]["ci95"]["balanced_accuracy"]
         log(f"{part}: balanced accuracy {results[part]['balanced_accuracy']:.4f} (95% CI {ci}), "
