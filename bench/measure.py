@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from explain import analyze
-from model import Classifier, load_image
+from model import Classifier, load_rgb
 from model.preprocess import preprocess
 
 CASE = dict(reference="BENCH-0001", age=54, sex="female", body_site="back",
@@ -64,7 +64,7 @@ def onnx_twin(classifier: Classifier) -> tuple[Classifier, dict]:
 
 def app_steps(classifier: Classifier, image_bytes: bytes) -> dict[str, Callable[[], object]]:
     """The app's own work on one upload, step by growing step."""
-    batch, _ = preprocess(np.asarray(load_image(image_bytes)), classifier.data_config)
+    batch, _ = preprocess(load_rgb(image_bytes), classifier.data_config)
 
     def explain():
         analysis = analyze(classifier, image_bytes)
@@ -108,7 +108,7 @@ class GradCamRoute:
         from explain import overlay_heatmap
         from model import softmax
 
-        image = np.asarray(load_image(image_bytes))
+        image = load_rgb(image_bytes)
         batch, box = preprocess(image, self.classifier.data_config)
         x = torch.from_numpy(batch)
         if all_classes:

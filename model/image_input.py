@@ -4,6 +4,10 @@ Accepted: JPEG, PNG, WebP, GIF and TIFF (first frame), BMP; any mode (grayscale,
 16-bit); EXIF orientation is applied. Refused: empty, non-image or corrupt data, images larger than
 MAX_PIXELS (decompression bombs are caught from the header, before any pixel is decoded), images with
 a side under MIN_SIDE pixels or an aspect ratio beyond MAX_ASPECT.
+
+`load_rgb` is what the predictor uses: the same decoding as an H×W×3 array. The common upload, a
+complete JPEG with no EXIF rotation, is decoded by libjpeg-turbo through OpenCV straight into that
+array (Pillow's pixels exactly, tested, in about half the time: no intermediate image and no copy).
 """
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = int(os.environ.get("SKIN_MAX_PIXELS", 50_000_000))
 MIN_SIDE = 32
@@ -33,27 +38,48 @@ def load_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.I
     """Decode `source` (bytes, a file path, a PIL image or an HxW[xC] uint8 array) into an RGB image."""
     if isinstance(source, np.ndarray):
         return _from_array(source)
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-        if not data:
-            raise ImageError("The upload is empty: no image data was received.")
-        try:
-            # Only the accepted formats' parsers ever see the bytes: no EPS (Ghostscript), PSD, ICO, ...
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        except UnidentifiedImageError:
-            raise ImageError("This file is not an image we can read. Accepted formats: "
-                             f"{ACCEPTED_NAMES}.") from None
-        except Image.DecompressionBombError:
-            raise _too_large() from None
-        except MemoryError:
-            raise
-        except Exception as exc:
-            # Any parser failure on untrusted bytes (truncated EXIF, oversized PNG text chunk, bad
-            # WebP, malformed TIFF tags raising KeyError/TypeError/struct.error) is a corrupt file.
-            raise _corrupt(exc) from None
+    image = source if isinstance(source, Image.Image) else _open(_read(source))
     _check_size(*image.size)
+    return _decode(image)
+
+
+def load_rgb(source: bytes | str | Path | Image.Image | np.ndarray) -> np.ndarray:
+    """`load_image` as a writable H×W×3 uint8 array: what the model, Grad-CAM and overlays work on."""
+    if isinstance(source, (np.ndarray, Image.Image)):
+        return np.array(load_image(source))
+    data = _read(source)
+    image = _open(data)
+    _check_size(*image.size)
+    fast = _decode_complete_jpeg(image, data)
+    return fast if fast is not None else np.array(_decode(image))
+
+
+def _read(source: bytes | str | Path) -> bytes:
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    if not data:
+        raise ImageError("The upload is empty: no image data was received.")
+    return data
+
+
+def _open(data: bytes) -> Image.Image:
+    """Parse the header only (no pixels yet), with only the accepted formats' parsers."""
+    try:
+        # Only the accepted formats' parsers ever see the bytes: no EPS (Ghostscript), PSD, ICO, ...
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError("This file is not an image we can read. Accepted formats: "
+                         f"{ACCEPTED_NAMES}.") from None
+    except Image.DecompressionBombError:
+        raise _too_large() from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Any parser failure on untrusted bytes (truncated EXIF, oversized PNG text chunk, bad
+        # WebP, malformed TIFF tags raising KeyError/TypeError/struct.error) is a corrupt file.
+        raise _corrupt(exc) from None
+
+
+def _decode(image: Image.Image) -> Image.Image:
     try:
         image.seek(0)  # multi-frame GIF/TIFF/WebP: the first frame
         image.load()
@@ -65,6 +91,26 @@ def load_image(source: bytes | str | Path | Image.Image | np.ndarray) -> Image.I
         raise
     except Exception as exc:
         raise _corrupt(exc) from None
+
+
+def _decode_complete_jpeg(image: Image.Image, data: bytes) -> np.ndarray | None:
+    """The fast path for the usual upload, or None to let Pillow decode it.
+
+    Taken only where OpenCV and Pillow read the file the same way: a 3-channel JPEG (not MPO, CMYK
+    or grayscale) that ends with its end-of-image marker (a truncated one must be refused, which
+    Pillow does and OpenCV does not) and has no EXIF rotation to apply.
+    """
+    if image.format != "JPEG" or image.mode != "RGB" or not data.endswith(b"\xff\xd9"):
+        return None
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            return None
+    except Exception:  # unreadable EXIF: Pillow's path decides what that means
+        return None
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if rgb is None or rgb.shape != (image.height, image.width, 3):
+        return None
+    return rgb
 
 
 def _corrupt(exc: Exception) -> ImageError:

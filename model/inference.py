@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checkpoint import Checkpoint, ModelLoadError, file_sha256, resolve
-from .image_input import load_image
+from .image_input import load_rgb
 from .preprocess import DataConfig, crop_and_resize, normalize, preprocess
 
 try:  # On a ZeroGPU Space the GPU is attached only inside functions decorated with spaces.GPU.
@@ -105,8 +105,8 @@ class Classifier:
         return logits.float().cpu().numpy(), features.float().cpu().numpy()
 
     def predict(self, source) -> Prediction:
-        """Classify one image (anything `load_image` accepts)."""
-        image = np.asarray(load_image(source))
+        """Classify one image (anything `load_rgb` accepts)."""
+        image = load_rgb(source)
         batch, box = preprocess(image, self.data_config)
         logits, features = self.forward(batch)
         return Prediction(image, self.labels, logits[0], softmax(logits[0], self.temperature),
@@ -116,7 +116,7 @@ class Classifier:
         """N×C logits for a sequence of images (for evaluation); same preprocessing as predict."""
         out = []
         for start in range(0, len(images), batch_size):
-            views = [crop_and_resize(np.asarray(load_image(im)), self.data_config)[0]
+            views = [crop_and_resize(load_rgb(im), self.data_config)[0]
                      for im in images[start:start + batch_size]]
             out.append(self.forward(normalize(np.stack(views), self.data_config))[0])
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)

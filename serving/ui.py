@@ -18,7 +18,7 @@ import numpy as np
 from gradio import processing_utils, utils
 
 from explain import Analysis, analyze, overlay_heatmap
-from model import CODES, ImageError, lesion_class, load_image
+from model import CODES, ImageError, lesion_class, load_rgb
 from report import CaseFields, assess_confidence, build_report, recommendation
 
 TOP_CLASS = "top"  # heatmap selector value meaning "whichever class the model predicts"
@@ -104,7 +104,7 @@ def redraw_overlay(image: str | None, explanation: Explanation | None, heatmap_c
     if hashlib.sha256(data).hexdigest() != explanation.image_sha256:
         return None  # a new image that has not been analysed yet
     index = explanation.labels.index(_label(heatmap_class, explanation))
-    return overlay_heatmap(np.asarray(load_image(data)), explanation.cams[index], explanation.crop_box,
+    return overlay_heatmap(load_rgb(data), explanation.cams[index], explanation.crop_box,
                            opacity)
 
 

@@ -2,6 +2,7 @@
 errors, the checkpoint's own label order and temperature, preprocessing, EXIF and image modes."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -14,7 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import TINY_LABELS, TINY_TEMPERATURE, read_config, write_tiny_checkpoint
-from model import Classifier, ModelLoadError, get_classifier, lesion_class, resolve, softmax
+from model import (Classifier, ImageError, ModelLoadError, get_classifier, image_input, lesion_class,
+                   load_rgb, resolve, softmax)
 from model.preprocess import preprocess
 
 
@@ -147,16 +149,34 @@ def test_batch_probabilities_match_single_predictions(tiny_classifier, example_p
     np.testing.assert_allclose(batch, single, atol=1e-5)
 
 
-def test_preprocessing_matches_timms_eval_transform(tiny_checkpoint, tiny_classifier, mel_600x450):
-    """Same resize, centre crop and normalisation as timm's own transform for this pretrained_cfg."""
+@pytest.mark.parametrize("input_size,crop_pct,interpolation", [
+    ((3, 64, 80), 1.0, "bicubic"),     # the tiny checkpoint's own config: a 5:4 crop of a 4:3 photo
+    ((3, 120, 160), 1.0, "bicubic"),   # the bundled model's
+    ((3, 224, 224), 0.875, "bilinear"),  # ImageNet-style: shorter edge to 256, centre 224 crop
+    ((3, 120, 160), 1.15, "bicubic"),  # crop_pct > 1: black borders
+])
+@pytest.mark.parametrize("portrait", [False, True])
+def test_preprocessing_is_timms_eval_transform(tiny_classifier, mel_600x450, input_size, crop_pct,
+                                               interpolation, portrait):
+    """Same resize, filter, centre crop, padding and normalisation as timm's own (Pillow) transform:
+    the model sees the picture timm would show it, to within one grey level."""
     image = Image.open(mel_600x450).convert("RGB")
-    ours, _ = preprocess(np.asarray(image), tiny_classifier.data_config)
-    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=tiny_classifier.model))
-    theirs = transform(image).numpy()[None]
-    assert ours.shape == theirs.shape == (1, 3, 64, 80)
-    # Resampling filters differ slightly (OpenCV area vs Pillow bicubic), the picture must not.
-    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.99
-    assert np.abs(ours - theirs).mean() < 0.05
+    if portrait:
+        image = image.transpose(Image.Transpose.ROTATE_90)
+    config = dataclasses.replace(tiny_classifier.data_config, input_size=input_size, crop_pct=crop_pct,
+                                 interpolation=interpolation)
+    ours, box = preprocess(np.asarray(image), config)
+    theirs = timm.data.create_transform(input_size=input_size, interpolation=interpolation, mean=config.mean,
+                                        std=config.std, crop_pct=crop_pct)(image).numpy()[None]
+    assert ours.shape == theirs.shape == (1, *input_size)
+    one_level = 1.0 / (255.0 * min(config.std))
+    assert np.abs(ours - theirs).max() <= one_level + 1e-5
+    assert np.abs(ours - theirs).mean() < 0.01 * one_level
+    left, top, right, bottom = box
+    assert 0 <= left < right <= image.width and 0 <= top < bottom <= image.height
+    # The box is the region shown: its aspect ratio is the model input's (unless the crop padded).
+    if crop_pct <= 1.0:
+        assert (right - left) / (bottom - top) == pytest.approx(input_size[2] / input_size[1], rel=0.01)
 
 
 # ---- image input: EXIF orientation and modes -------------------------------------------------------
@@ -179,6 +199,44 @@ def test_exif_rotated_photo_is_seen_upright(tiny_classifier, mel_600x450):
     # The model sees the upright photo: the same result as an upright file without EXIF.
     upright = tiny_classifier.predict(np.rot90(decoded, k=-1).copy())
     np.testing.assert_allclose(prediction.probabilities, upright.probabilities, atol=1e-6)
+
+
+def jpeg_variants(rgb: Image.Image) -> dict[str, bytes]:
+    """The JPEG flavours cameras and browsers produce: chroma subsampling, progressive, optimised."""
+    out = {}
+    for name, options in {"4:2:0 q75": dict(quality=75, subsampling=2), "4:2:2 q90": dict(quality=90, subsampling=1),
+                          "4:4:4 q95": dict(quality=95, subsampling=0),
+                          "progressive": dict(quality=85, progressive=True),
+                          "optimized": dict(quality=80, optimize=True)}.items():
+        buffer = io.BytesIO()
+        rgb.save(buffer, "JPEG", **options)
+        out[name] = buffer.getvalue()
+    return out
+
+
+def test_fast_jpeg_decoding_gives_pillows_pixels(mel_600x450, example_paths):
+    """Plain JPEGs skip Pillow's decoder (the predictor's fast path): the pixels must be Pillow's."""
+    rgb = Image.open(mel_600x450).convert("RGB")
+    files = {**jpeg_variants(rgb), **{path.name: path.read_bytes() for path in example_paths.values()}}
+    for name, data in files.items():
+        fast = image_input._decode_complete_jpeg(Image.open(io.BytesIO(data)), data)
+        assert fast is not None, f"{name}: the fast path was not taken"
+        np.testing.assert_array_equal(fast, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), err_msg=name)
+        np.testing.assert_array_equal(load_rgb(data), fast, err_msg=name)
+
+
+def test_jpegs_the_fast_path_cannot_read_alike_go_through_pillow(mel_600x450):
+    rgb = Image.open(mel_600x450).convert("RGB")
+    stored = np.asarray(rgb)
+    rotated, cmyk, gray = jpeg_with_orientation(stored, 6), saved(rgb.convert("CMYK"), "JPEG"), saved(rgb.convert("L"), "JPEG")
+    for data in (rotated, cmyk, gray):
+        assert image_input._decode_complete_jpeg(Image.open(io.BytesIO(data)), data) is None
+    assert load_rgb(rotated).shape == (600, 450, 3)  # upright, as Pillow's path turns it
+    assert load_rgb(gray).shape == (450, 600, 3)
+    # OpenCV would decode a truncated file into a half-grey picture; it must be refused instead.
+    truncated = saved(rgb, "JPEG")[:-4000]
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_rgb(truncated)
 
 
 def saved(image: Image.Image, fmt: str) -> bytes:

@@ -22,6 +22,11 @@ def _phases_run(args: dict) -> str:
     return f"{len(ran)} phase{'s' if len(ran) != 1 else ''}: " + ", ".join(ran)
 
 
+def init_lineage(init: str) -> str:
+    """`name` (what it was): how the card names an --init checkpoint, frozen into config.json at training."""
+    return f"`{Path(init).name}`{_lineage(init)}"
+
+
 def _lineage(init: str) -> str:
     """What an --init checkpoint was, read from its own config.json: " (resnet18, input 112×144, ...)"."""
     try:
@@ -32,8 +37,11 @@ def _lineage(init: str) -> str:
     facts = [config.get("architecture", "")]
     if size:
         facts.append(f"input {size[1]}×{size[2]}")
-    facts.append(f"itself started from `{Path(training['init']).name}`" if training.get("init") else
-                 "from ImageNet weights" if training.get("pretrained") else "trained from scratch")
+    if training.get("init_lineage"):  # written when it was trained, so a folder reused since cannot change it
+        facts.append(f"itself started from {training['init_lineage']}")
+    else:
+        facts.append(f"itself started from `{Path(training['init']).name}`" if training.get("init") else
+                     "from ImageNet weights" if training.get("pretrained") else "trained from scratch")
     if training.get("best_epoch"):
         facts.append(f"best epoch {training['best_epoch']}")
     if training.get("val_balanced_accuracy") is not None:
@@ -66,7 +74,7 @@ def render_card(results: dict, args: dict, arch: str, sizes: dict, training: dic
         for name, c in test["per_class"].items())
     phases = _phases_run(args)
     if args.get("init"):
-        recipe = f"from the checkpoint `{Path(args['init']).name}`{_lineage(args['init'])}, {phases}"
+        recipe = f"from the checkpoint {training.get('init_lineage') or init_lineage(args['init'])}, {phases}"
     elif args.get("pretrained"):
         recipe = f"from ImageNet weights (timm), {phases}"
     else:

@@ -128,11 +128,11 @@ def decode_all(records: list[Record], size: tuple[int, int], desc: str = "decode
     """N×H×W×3 uint8: every image decoded and resized once (to cover `size`, centre-cropped)."""
     from tqdm import tqdm
 
-    from model.image_input import load_image
+    from model.image_input import load_rgb
     from model.preprocess import DataConfig, crop_and_resize
 
     cfg = DataConfig((3, *size), (0, 0, 0), (1, 1, 1), crop_pct=1.0, interpolation="bicubic")
     out = np.empty((len(records), *size, 3), np.uint8)
     for i, r in enumerate(tqdm(records, desc=desc, leave=False, mininterval=2)):
-        out[i] = crop_and_resize(np.asarray(load_image(r.path)), cfg)[0]
+        out[i] = crop_and_resize(load_rgb(r.path), cfg)[0]
     return out

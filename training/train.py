@@ -115,7 +115,10 @@ from timm.utils import ModelEmaV3  # noqa: E402
 
 cfg_overlay = dict(input_size=(3, *img_size), crop_pct=1.0, interpolation="bicubic",
                    mean=data_config.mean, std=data_config.std)
+lineage = None
 if args.init:
+    from .card import init_lineage
+    lineage = init_lineage(args.init)  # what the init checkpoint is now: its folder may be reused later
     model = timm.create_model(f"local-dir:{args.init}", pretrained=True, num_classes=len(labels),
                               pretrained_cfg_overlay=cfg_overlay)
     # The init checkpoint may order its classes differently: row i of the head must score labels[i].
@@ -293,7 +296,8 @@ for phase_index in range(state["phase"], len(phases)):
             if improved:
                 export_checkpoint(judged, out, labels, half=args.half,
                                   extra_config={"training": {"arch": arch, "pretrained": args.pretrained,
-                                                             "init": args.init, "best_epoch": state["best_epoch"],
+                                                             "init": args.init, "init_lineage": lineage,
+                                                             "best_epoch": state["best_epoch"],
                                                              "val_balanced_accuracy": state["best"]}})
             tensors, groups = optimizer_tensors(opt)
             save_state(state_prefix, {**state, "optimizer": groups}, {**tensors, **weight_tensors()})
