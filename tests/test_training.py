@@ -124,6 +124,23 @@ def test_evaluation_and_model_card_are_written(smoke):
         assert (out / plot).stat().st_size > 1000 and f"]({plot})" in card
 
 
+def test_card_says_what_the_run_started_from_even_after_that_folder_is_gone(smoke, init_dir, tmp_path):
+    """--init folders get reused (default_model/ is replaced by the model trained from it): the lineage is
+    frozen into config.json at training time, and the card is rendered from that."""
+    from training.card import render_card
+
+    result, out = smoke
+    assert succeeded(result)
+    config = json.loads((out / "config.json").read_text())
+    lineage = config["training"]["init_lineage"]
+    assert lineage.startswith(f"`{init_dir.name}`") and "input 48×48" in lineage
+    assert lineage in (out / "README.md").read_text()
+    args = {**json.loads((out / "train_args.json").read_text()), "init": str(tmp_path / "reused-or-deleted")}
+    card = render_card(json.loads((out / "evaluation.json").read_text()), args, config["architecture"],
+                       {"train": 1, "val": 1, "test": 1}, config["training"])
+    assert lineage in card and "reused-or-deleted" not in card
+
+
 def test_split_beside_the_checkpoint_is_grouped_and_reproducible(smoke, ham_dir):
     result, out = smoke
     assert succeeded(result)
