@@ -23,7 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="checkpoint folder or Hub id (default: env SKIN_MODEL, else default_model/)")
     parser.add_argument("--backends", default="torch,onnx", help="comma-separated: torch, onnx (default: both)")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the upload to time (default: an example)")
-    parser.add_argument("--runs", type=int, default=None, help="timed runs per step (default 20; 3 with --quick)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per step (default 100; 3 with --quick)")
     parser.add_argument("--requests", type=int, default=None,
                         help="warm /inference round trips per server (default 20; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="few runs: checks the benchmark works, numbers are rough")
@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not args.backends or set(args.backends) - {"torch", "onnx"}:
         parser.error("--backends takes torch, onnx or torch,onnx")
-    args.runs = args.runs or (3 if args.quick else 20)
+    args.runs = args.runs or (3 if args.quick else 100)
     args.requests = args.requests or (3 if args.quick else 20)
     args.warmup = 1 if args.quick else 3
     return args

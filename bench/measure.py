@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +22,10 @@ def timings_ms(steps: dict[str, Callable[[], object]], runs: int, warmup: int) -
     """{name: {"median_ms", "min_ms", "max_ms", "cpu_median_ms", "samples_ms"}}, steps run round-robin.
 
     Round-robin rather than one step at a time: a burst of load from other processes then slows
-    every step alike instead of one, which keeps the ratios between steps honest. cpu_median_ms is
-    the CPU time this process used (all threads): unlike wall time it barely grows when other
-    processes take the cores, so it shows the work itself on a busy machine (spin-waiting included).
+    every step alike instead of one, which keeps the ratios between steps honest. Sample i of every
+    step comes from round i, so ratios can also be taken within rounds (bench.summary's paired ones).
+    cpu_median_ms is the CPU time this process used (all threads): unlike wall time it barely grows
+    when other processes take the cores, so it shows the work itself on a busy machine.
 
     The steps run in a worker thread, as the server runs them (FastAPI and Gradio call the analysis
     in worker threads): PyTorch's CPU threading differs between the main thread and other threads.
@@ -38,8 +40,12 @@ def _timings_ms(steps: dict[str, Callable[[], object]], runs: int, warmup: int) 
             fn()
     wall: dict[str, list[float]] = {name: [] for name in steps}
     cpu: dict[str, list[float]] = {name: [] for name in steps}
+    order, shuffle = list(steps.items()), random.Random(0).shuffle
     for _ in range(runs):
-        for name, fn in steps.items():
+        # A new order each round: a step's speed depends on what ran just before it (caches, whether
+        # PyTorch's worker threads are awake), so no step may always follow the same one.
+        shuffle(order)
+        for name, fn in order:
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             wall[name].append((time.perf_counter() - start) * 1000.0)

@@ -198,7 +198,7 @@ def test_quick_benchmark_writes_every_measurement(tiny_checkpoint, tmp_path):
     for name, value in result["ratios"].items():
         values = value.values() if isinstance(value, dict) else [value]
         assert all(isinstance(v, float) and v > 0 for v in values), name
-    assert {row["name"] for row in result["targets"]} >= {"analyze_over_forward", "pytorch_grad_cam_over_analyze",
+    assert {row["name"] for row in result["targets"]} >= {"analyze_over_forward_paired", "pytorch_grad_cam_over_analyze",
                                                           "torch_over_onnx_analyze", "report_ms", "cold_start_s",
                                                           "peak_rss_mb"}
     assert all(row["met"] in (True, False) for row in result["targets"])
