@@ -203,3 +203,13 @@ def test_quick_benchmark_writes_every_measurement(tiny_checkpoint, tmp_path):
                                                           "peak_rss_mb"}
     assert all(row["met"] in (True, False) for row in result["targets"])
     assert "analyze / plain forward" in done.stdout and f"written: {out}" in done.stdout
+
+
+def test_benchmark_ratio_divides_timings_from_the_same_round():
+    """A slow round slows both steps: the per-round ratio stays put where a ratio of medians would not."""
+    from bench.summary import _paired
+
+    section = {"forward": {"samples_ms": [10.0, 20.0, 10.0, 20.0, 20.0]},
+               "analyze": {"samples_ms": [11.0, 22.0, 11.0, 22.0, 22.0]}}
+    assert _paired(section, "analyze", "forward") == pytest.approx(1.1)
+    assert _paired({"forward": {"samples_ms": []}}, "analyze", "forward") is None
