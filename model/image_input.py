@@ -11,6 +11,7 @@ array (Pillow's pixels exactly, tested, in about half the time: no intermediate 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -63,33 +64,34 @@ def _read(source: bytes | str | Path) -> bytes:
 
 def _open(data: bytes) -> Image.Image:
     """Parse the header only (no pixels yet), with only the accepted formats' parsers."""
-    try:
-        # Only the accepted formats' parsers ever see the bytes: no EPS (Ghostscript), PSD, ICO, ...
-        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except UnidentifiedImageError:
-        raise ImageError("This file is not an image we can read. Accepted formats: "
-                         f"{ACCEPTED_NAMES}.") from None
-    except Image.DecompressionBombError:
-        raise _too_large() from None
-    except MemoryError:
-        raise
-    except Exception as exc:
-        # Any parser failure on untrusted bytes (truncated EXIF, oversized PNG text chunk, bad
-        # WebP, malformed TIFF tags raising KeyError/TypeError/struct.error) is a corrupt file.
-        raise _corrupt(exc) from None
+    with _readable_errors():
+        try:
+            # Only the accepted formats' parsers ever see the bytes: no EPS (Ghostscript), PSD, ICO, ...
+            return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError:
+            raise ImageError("This file is not an image we can read. Accepted formats: "
+                             f"{ACCEPTED_NAMES}.") from None
 
 
 def _decode(image: Image.Image) -> Image.Image:
-    try:
+    with _readable_errors():
         image.seek(0)  # multi-frame GIF/TIFF/WebP: the first frame
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        return _to_rgb(ImageOps.exif_transpose(image))
+
+
+@contextlib.contextmanager
+def _readable_errors():
+    """Pillow's failures on untrusted bytes, as an ImageError a person can read (MemoryError stays)."""
+    try:
+        yield
+    except (ImageError, MemoryError):
+        raise
     except Image.DecompressionBombError:
         raise _too_large() from None
-    except MemoryError:
-        raise
     except Exception as exc:
+        # Any parser failure (truncated EXIF, oversized PNG text chunk, bad WebP, malformed TIFF tags
+        # raising KeyError/TypeError/struct.error) means a corrupt file.
         raise _corrupt(exc) from None
 
 
